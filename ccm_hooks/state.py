@@ -1,0 +1,223 @@
+"""The session state machine: fold one event record into a status object (spec/state-machine.md).
+
+Standard library only. ``apply`` depends on the record and a little process context (tmux location, pid)
+and nothing else, so a status can be rebuilt by replaying the event log.
+
+Ordering. Claude Code starts an event's hooks only after the previous event's hooks have finished, except
+for events that fire together: the Pre/PostToolUse of parallel tool calls, a PermissionRequest next to a
+sibling tool's PostToolUse, and Notification. Handlers take the session lock in whatever order they get
+it, so the rules below give the right state in any order of concurrent events:
+- a tool event never leaves ``waiting`` unless it is the result of the tool that is waiting;
+- ``Notification permission_prompt`` only confirms a wait that some still-running tool can explain;
+- a concurrent-capable event whose ``ts`` (handler start) is older than the newest event already applied
+  updates counters and the running-tool set, never the state.
+Turn boundaries (UserPromptSubmit, Stop, StopFailure, SessionStart, SessionEnd) always apply: nothing
+runs concurrently with them.
+"""
+
+from __future__ import annotations
+
+from ccm_hooks.record import FORMAT_VERSION, tool_summary
+
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs ~3 ms per hook call
+if TYPE_CHECKING:
+    from typing import Any
+
+    Status = dict[str, Any]
+
+STATES = ("starting", "processing", "working", "waiting", "idle", "error", "ended")
+COUNTERS = ("prompts", "tool_uses", "failures", "turns", "errors", "subagents")
+STATUS_TEXT_CAP = 1000
+MAX_RUNNING_TOOLS = 32  # bound the running-tool map if Post events are ever lost
+
+BOUNDARY_EVENTS = frozenset({"SessionStart", "UserPromptSubmit", "Stop", "StopFailure", "SessionEnd"})
+TOOL_RESULT_EVENTS = frozenset({"PostToolUse", "PostToolUseFailure"})
+
+
+def _short(text: object) -> str | None:
+    if not isinstance(text, str):
+        return None
+    return text if len(text) <= STATUS_TEXT_CAP else text[:STATUS_TEXT_CAP] + "…"
+
+
+def new_status(session_id: str, ts: str) -> Status:
+    return {
+        "v": FORMAT_VERSION,
+        "session_id": session_id,
+        "state": "starting",
+        "state_since": ts,
+        "reason": None,
+        "cwd": None,
+        "project": None,
+        "seq": 0,
+        "last_event": None,
+        "last_tool": None,
+        "current_action": None,
+        "started_at": ts,
+        "updated_at": ts,
+        "counters": dict.fromkeys(COUNTERS, 0),
+        "last_prompt": None,
+        "last_assistant_message": None,
+        "error": None,
+        "transcript_path": None,
+        "task_id": None,
+        "model": None,
+        "permission_mode": None,
+        "tmux_pane": None,
+        "tmux_socket": None,
+        "claude_pid": None,
+        "tools_running": {},
+        "waiting_tool_use_id": None,
+    }
+
+
+def apply(status: Status | None, rec: dict[str, Any], ctx: dict[str, Any] | None = None) -> Status:
+    """Return the status after ``rec``. ``status`` is not modified. ``ctx``: process facts (see store)."""
+    st: Status = new_status(rec["session_id"], rec["ts"]) if status is None else dict(status)
+    st["counters"] = dict(st.get("counters") or {})
+    running: dict[str, Any] = dict(st.get("tools_running") or {})
+    st["tools_running"] = running
+    event: str = rec["event"]
+    ts: str = rec["ts"]
+    stale = event not in BOUNDARY_EVENTS and ts < st.get("updated_at", "")
+
+    st["seq"] = rec["seq"]
+    if not stale:
+        st["updated_at"] = ts
+    for key in ("cwd", "project", "task_id", "permission_mode", "transcript_path", "model"):
+        if rec.get(key) is not None:
+            st[key] = rec[key]
+    for key, value in (ctx or {}).items():
+        if value is not None:
+            st[key] = value
+
+    _count(st, event, rec)
+    action = tool_summary(rec.get("tool_name"), rec.get("tool_input"))
+    tool_id = rec.get("tool_use_id")
+    if event == "PreToolUse" and isinstance(tool_id, str):
+        if not (stale and st["state"] in ("idle", "ended", "error")):
+            running[tool_id] = {"tool": rec.get("tool_name"), "since": ts, "action": action}
+            while len(running) > MAX_RUNNING_TOOLS:
+                del running[next(iter(running))]
+    elif event in TOOL_RESULT_EVENTS and isinstance(tool_id, str):
+        running.pop(tool_id, None)
+
+    if stale or (st["state"] == "ended" and event != "SessionStart"):
+        return st
+    st["last_event"] = event
+    _transition(st, event, rec, action)
+    return st
+
+
+def _count(st: Status, event: str, rec: dict[str, Any]) -> None:
+    counters = st["counters"]
+    key = {
+        "UserPromptSubmit": "prompts",
+        "PreToolUse": "tool_uses",
+        "PostToolUseFailure": "failures",
+        "Stop": "turns",
+        "StopFailure": "errors",
+        "SubagentStart": "subagents",
+    }.get(event)
+    if key:
+        counters[key] = int(counters.get(key, 0)) + 1
+
+
+def _set_state(st: Status, state: str, ts: str, reason: str | None = None) -> None:
+    if st["state"] != state:
+        st["state_since"] = ts
+    st["state"] = state
+    st["reason"] = reason
+
+
+def _end_turn(st: Status) -> None:
+    st["tools_running"] = {}
+    st["waiting_tool_use_id"] = None
+    st["current_action"] = None
+
+
+def _latest_action(st: Status) -> str:
+    running = st["tools_running"]
+    if running:
+        last = running[next(reversed(running))]
+        return str(last.get("action") or last.get("tool") or "running a tool")
+    return "thinking"
+
+
+def _transition(st: Status, event: str, rec: dict[str, Any], action: str | None) -> None:
+    ts = rec["ts"]
+    if event == "SessionStart":
+        # /compact keeps the session going; startup, resume and clear (a new id) start afresh.
+        if rec.get("source") != "compact" or st["last_event"] is None:
+            _end_turn(st)
+            _set_state(st, "starting", ts)
+    elif event == "UserPromptSubmit":
+        _end_turn(st)
+        st["last_prompt"] = _short(rec.get("prompt"))
+        st["current_action"] = "thinking"
+        _set_state(st, "processing", ts)
+    elif event == "PermissionRequest":
+        st["waiting_tool_use_id"] = _match_running(st, rec.get("tool_name"), action)
+        st["current_action"] = f"waiting for permission: {action or 'a tool'}"
+        _set_state(st, "waiting", ts, f"permission: {action or 'a tool'}")
+    elif event == "Notification":
+        _notification(st, rec)
+    elif event == "Stop":
+        _end_turn(st)
+        st["last_assistant_message"] = _short(rec.get("last_assistant_message"))
+        _set_state(st, "idle", ts)
+    elif event == "StopFailure":
+        _end_turn(st)
+        error = rec.get("error") or rec.get("last_assistant_message") or "unknown error"
+        st["error"] = _short(error)
+        st["last_assistant_message"] = _short(rec.get("last_assistant_message"))
+        _set_state(st, "error", ts, _short(error))
+    elif event == "SessionEnd":
+        _end_turn(st)
+        _set_state(st, "ended", ts, rec.get("reason") or "unknown")
+    elif event in ("PreToolUse", "PostToolUse", "PostToolUseFailure", "SubagentStart", "SubagentStop"):
+        _tool_activity(st, event, rec, action)
+    elif event == "PreCompact":
+        st["current_action"] = "compacting"
+        if rec.get("trigger") == "auto" and st["state"] != "waiting":
+            _set_state(st, "working", ts)
+    # Any other event (PostCompact, ConfigChange, ...) is logged but moves nothing.
+
+
+def _tool_activity(st: Status, event: str, rec: dict[str, Any], action: str | None) -> None:
+    if event == "PreToolUse":
+        st["last_tool"] = rec.get("tool_name")
+    if st["state"] == "waiting":
+        waited = st.get("waiting_tool_use_id")
+        settled = event in TOOL_RESULT_EVENTS and (waited is None or waited == rec.get("tool_use_id"))
+        if not settled:
+            return  # a sibling tool moving on does not answer the dialog
+        st["waiting_tool_use_id"] = None
+    if event == "PreToolUse":
+        st["current_action"] = action
+    elif event == "SubagentStart":
+        st["current_action"] = f"subagent: {rec.get('agent_type') or 'agent'}"
+    else:
+        st["current_action"] = _latest_action(st)
+    _set_state(st, "working", rec["ts"])
+
+
+def _notification(st: Status, rec: dict[str, Any]) -> None:
+    if rec.get("notification_type") != "permission_prompt":
+        return  # idle_prompt and the rest change nothing: idle stays idle
+    message = rec.get("message") or "needs your permission"
+    if st["state"] == "waiting":
+        return  # already waiting, with the more specific PermissionRequest reason
+    if st["tools_running"] and st["state"] in ("processing", "working"):
+        # Only a tool that is still running can be behind a dialog; otherwise the dialog was already answered.
+        st["current_action"] = f"waiting: {message}"
+        _set_state(st, "waiting", rec["ts"], str(message))
+
+
+def _match_running(st: Status, tool_name: object, action: str | None) -> str | None:
+    """The running tool a PermissionRequest is about (the payload has no tool_use_id): newest match."""
+    for tool_id in reversed(list(st["tools_running"])):
+        info = st["tools_running"][tool_id]
+        if info.get("tool") == tool_name and info.get("action") == action:
+            return str(tool_id)
+    return None
