@@ -12,7 +12,8 @@ it, so the rules below give the right state in any order of concurrent events:
 - a concurrent-capable event whose ``ts`` (handler start) is older than the newest event already applied
   updates counters and the running-tool set, never the state.
 Turn boundaries (UserPromptSubmit, Stop, StopFailure, SessionStart, SessionEnd) always apply: nothing
-runs concurrently with them.
+runs concurrently with them. So does PermissionRequest: Claude waits for its hooks before it shows the
+dialog, so its own tool's result always comes after it, even when a sibling's result got the lock first.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ COUNTERS = ("prompts", "tool_uses", "failures", "turns", "errors", "subagents")
 STATUS_TEXT_CAP = 1000
 MAX_RUNNING_TOOLS = 32  # bound the running-tool map if Post events are ever lost
 
-BOUNDARY_EVENTS = frozenset({"SessionStart", "UserPromptSubmit", "Stop", "StopFailure", "SessionEnd"})
+NEVER_STALE = frozenset(
+    {"SessionStart", "UserPromptSubmit", "Stop", "StopFailure", "SessionEnd", "PermissionRequest"}
+)
 TOOL_RESULT_EVENTS = frozenset({"PostToolUse", "PostToolUseFailure"})
 
 
@@ -79,11 +82,11 @@ def apply(status: Status | None, rec: dict[str, Any], ctx: dict[str, Any] | None
     st["tools_running"] = running
     event: str = rec["event"]
     ts: str = rec["ts"]
-    stale = event not in BOUNDARY_EVENTS and ts < st.get("updated_at", "")
+    stale = event not in NEVER_STALE and ts < st.get("updated_at", "")
 
     st["seq"] = rec["seq"]
-    if not stale:
-        st["updated_at"] = ts
+    if ts > st.get("updated_at", ""):
+        st["updated_at"] = ts  # the newest ts applied, so it never moves backwards
     for key in ("cwd", "project", "task_id", "permission_mode", "transcript_path", "model"):
         if rec.get(key) is not None:
             st[key] = rec[key]

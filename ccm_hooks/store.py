@@ -83,14 +83,20 @@ def record_event(
         lock = fileio.FileLock(paths.lock_path(root, session_id), LOCK_TIMEOUT_S)
         lock.__enter__()
     try:
+        events_file = paths.events_path(root, session_id)
+        # The log, not the status, decides seq: a handler killed between its append and its status replace
+        # leaves the status one behind, and seq must not repeat. Replaying the log then also repairs the
+        # status. The tail read is one pread of a few KB.
+        last = fileio.last_record(events_file, chunk=8192)
+        last_seq = last["seq"] if last is not None and isinstance(last.get("seq"), int) else 0
         status = _load_status(root, session_id)
-        if status is None:
+        if status is None or status["seq"] < last_seq:
             status = _rebuild_status(root, session_id)
-        seq = (status["seq"] if status else 0) + 1
+        seq = max(status["seq"] if status else 0, last_seq) + 1
         rec = record.build_record(
             payload, event=event, seq=seq, ts=ts, environ=environ, cap=record.field_cap(environ)
         )
-        fileio.append_line(paths.events_path(root, session_id), encode_bounded(rec))
+        fileio.append_line(events_file, encode_bounded(rec))
         new_status = state.apply(status, rec, process_context(environ))
         data = json.dumps(new_status, ensure_ascii=False, indent=1).encode("utf-8", "backslashreplace")
         fileio.atomic_write(paths.status_path(root, session_id), data + b"\n")
