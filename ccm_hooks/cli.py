@@ -77,11 +77,12 @@ def doctor(project: ProjectOpt = Path(".")) -> None:
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of status objects.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw whenever a session changes.")] = False,
 ) -> None:
     """One line per session, newest first: state, project, last tool, age."""
     from ccm_hooks import views
 
-    raise typer.Exit(run_command(lambda: views.status_cmd(as_json)))
+    raise typer.Exit(run_command(lambda: views.status_cmd(as_json, watch)))
 
 
 @app.command()

@@ -15,6 +15,7 @@ from ccm_hooks import paths, reader
 from ccm_hooks.errors import CcmError
 
 FOLLOW_RESCAN_S = 5.0  # watchers can miss events; re-read every file this often anyway
+WATCH_REDRAW_S = 2.0
 _AGE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -73,17 +74,35 @@ def _status_action(st: dict[str, Any]) -> str:
     return str(st.get("current_action") or "")
 
 
-def status_cmd(as_json: bool) -> int:
+def status_cmd(as_json: bool, watch: bool = False) -> int:
     root = paths.state_dir()
+    if not watch:
+        _print_status(root, as_json)
+        return 0
+    from ccm_hooks.fswatch import DirWatcher
+
+    paths.ensure_layout(root)
+    clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() and not as_json else ""
+    with DirWatcher([paths.status_dir(root)]) as watcher:
+        while True:
+            sys.stdout.write(clear)
+            _print_status(root, as_json)
+            sys.stdout.flush()
+            # Redraw on any status change, and every few seconds anyway so the ages stay true.
+            watcher.wait(WATCH_REDRAW_S)
+
+
+def _print_status(root: str, as_json: bool) -> None:
     statuses = reader.load_statuses(root)
     if as_json:
         json.dump(statuses, sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
-        return 0
+        return
     if not statuses:
         print(f"no sessions recorded in {root} yet (`ccm-hooks install` in a project, then start claude)")
-        return 0
-    width = shutil.get_terminal_size((100, 24)).columns
+        return
+    # Fit a terminal; into a pipe (grep, awk) give whole lines.
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 10_000
     now = time.time()
     print(f"{'SESSION':<8}  {'STATE':<10}  {'PROJECT':<16}  {'LAST TOOL':<10}  {'AGE':>4}  ACTION")
     for st in statuses:
@@ -96,7 +115,6 @@ def status_cmd(as_json: bool) -> int:
             f"{_one_line(project, 16):<16}  {_one_line(st.get('last_tool') or '-', 10):<10}  {age:>4}  "
         )
         print(head + _one_line(action or "", max(10, width - len(head))))
-    return 0
 
 
 def describe(rec: dict[str, Any]) -> str:
@@ -107,11 +125,11 @@ def describe(rec: dict[str, Any]) -> str:
     action = tool_summary(rec.get("tool_name"), rec.get("tool_input")) or ""
     if event == "PostToolUse":
         took = f" {rec['duration_ms']}ms" if isinstance(rec.get("duration_ms"), int) else ""
-        return f"{action}  ok{took}"
+        return f"{action} ok{took}"
     if event == "PostToolUseFailure":
         code = f" exit {rec['exit_code']}" if rec.get("exit_code") is not None else ""
         error = str(rec.get("error") or "").split("\n", 1)[-1] if code else str(rec.get("error") or "")
-        return f"{action}  FAILED{code}: {error}"
+        return f"{action} FAILED{code}: {error}"
     if event == "PermissionRequest":
         return f"asks permission: {action}"
     if event == "UserPromptSubmit":

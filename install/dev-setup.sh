@@ -1,0 +1,28 @@
+#!/bin/sh
+# Everything the test suite needs, from nothing: tmux (apt, when root), a virtualenv in .venv with ccm
+# installed editable plus the test tools, and the pinned Claude Code CLI in tests/node_modules.
+set -eu
+cd "$(dirname "$0")/.."
+
+if ! command -v tmux >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
+    else
+        echo "dev-setup.sh: tmux is missing; install it (apt install tmux / brew install tmux) and run again" >&2
+        exit 1
+    fi
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    echo "dev-setup.sh: npm is missing; install Node.js 18+ and run again" >&2
+    exit 1
+fi
+
+python=${PYTHON:-python3}
+"$python" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+
+# The pinned CLI the end-to-end tests drive (version in tests/package.json).
+npm install --prefix tests --no-audit --no-fund --loglevel=error
+tests/node_modules/.bin/claude --version
+tmux -V
