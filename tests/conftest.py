@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.claude_harness import *  # noqa: F403
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
