@@ -123,6 +123,7 @@ def test_events_follow_prints_new_records_as_they_arrive(ccm_home: Path) -> None
 def test_events_into_a_closed_pipe_is_not_an_error(ccm_home: Path) -> None:
     for i in range(50):
         run_hook(payload("PreToolUse__Bash", session_id=A, tool_use_id=f"t{i}"))
-    out = subprocess.run(f"{CLI} events | head -1", shell=True, capture_output=True, text=True, timeout=60,
-                         env=os.environ)
+    out = subprocess.run(
+        f"{CLI} events | head -1", shell=True, capture_output=True, text=True, timeout=60, env=os.environ
+    )
     assert out.stdout.count("\n") == 1 and out.stderr == ""
