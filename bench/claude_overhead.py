@@ -83,7 +83,8 @@ def main() -> int:
                 env = {
                     "HOME": str(home), "CCM_HOME": str(ccm_home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
                     "ANTHROPIC_BASE_URL": api.base_url, "ANTHROPIC_API_KEY": "sk-test-bench-0000000000",
-                    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1", "IS_SANDBOX": "1",
+                    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
+                    "IS_SANDBOX": "1",
                 }  # fmt: skip
                 (root / f"r{run}").mkdir(exist_ok=True)
                 project = _project(root / f"r{run}", variant, env)
@@ -94,7 +95,8 @@ def main() -> int:
                 start = time.perf_counter()
                 proc = subprocess.run(
                     [claude, "-p", "go", "--dangerously-skip-permissions"],
-                    cwd=project, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300,
+                    cwd=project, env=env, capture_output=True, text=True,
+                    stdin=subprocess.DEVNULL, timeout=300,
                 )  # fmt: skip
                 elapsed = time.perf_counter() - start
                 if proc.returncode != 0:

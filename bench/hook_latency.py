@@ -79,7 +79,7 @@ def main() -> int:
         )
 
     samples: dict[str, list[float]] = {name: [] for name in cases}
-    for name, (command, stdin) in cases.items():  # warm the page cache and the .pyc files
+    for command, stdin in cases.values():  # warm the page cache and the .pyc files
         for _ in range(5):
             _time(command, stdin, env)
     for _ in range(args.runs):

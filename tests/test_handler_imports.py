@@ -35,7 +35,7 @@ def _modules_after_one_event(name: str) -> set[str]:
     code = PROBE.format(repo=str(REPO), payload=str(FIXTURES / "payloads" / name))
     proc = subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout == ""
-    return set(eval(proc.stderr))  # noqa: S307 - our own repr of a list of strings
+    return set(eval(proc.stderr))  # our own repr of a list of strings
 
 
 def test_handler_imports_only_the_standard_library() -> None:
