@@ -16,6 +16,7 @@ from ccm_hooks.error_boundary import run_command
 
 app = typer.Typer(
     add_completion=False,
+    pretty_exceptions_enable=False,  # run_command is the one error boundary
     no_args_is_help=True,
     help="Record what every Claude Code session does, through its hooks, and read it back.",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -49,9 +50,13 @@ def install(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the change, write nothing.")] = False,
 ) -> None:
     """Register the ccm hook handlers in a Claude Code settings file (merging, never clobbering)."""
-    from ccm_hooks import installer
 
-    raise typer.Exit(run_command(lambda: installer.install_cmd(scope.value, project, dry_run)))
+    def call() -> int:
+        from ccm_hooks import installer
+
+        return installer.install_cmd(scope.value, project, dry_run)
+
+    raise typer.Exit(run_command(call))
 
 
 @app.command()
@@ -61,17 +66,25 @@ def uninstall(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the change, write nothing.")] = False,
 ) -> None:
     """Remove exactly the entries ccm added; the file goes back to what it was before install."""
-    from ccm_hooks import installer
 
-    raise typer.Exit(run_command(lambda: installer.uninstall_cmd(scope.value, project, dry_run)))
+    def call() -> int:
+        from ccm_hooks import installer
+
+        return installer.uninstall_cmd(scope.value, project, dry_run)
+
+    raise typer.Exit(run_command(call))
 
 
 @app.command()
 def doctor(project: ProjectOpt = Path(".")) -> None:
     """Check the installation, the state dir, claude and tmux, and say what to fix."""
-    from ccm_hooks import doctor as doctor_mod
 
-    raise typer.Exit(run_command(lambda: doctor_mod.doctor_cmd(project)))
+    def call() -> int:
+        from ccm_hooks import doctor as doctor_mod
+
+        return doctor_mod.doctor_cmd(project)
+
+    raise typer.Exit(run_command(call))
 
 
 @app.command()
@@ -80,9 +93,13 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw whenever a session changes.")] = False,
 ) -> None:
     """One line per session, newest first: state, project, last tool, age."""
-    from ccm_hooks import views
 
-    raise typer.Exit(run_command(lambda: views.status_cmd(as_json, watch)))
+    def call() -> int:
+        from ccm_hooks import views
+
+        return views.status_cmd(as_json, watch)
+
+    raise typer.Exit(run_command(call))
 
 
 @app.command()
@@ -101,9 +118,13 @@ def events(
     as_json: Annotated[bool, typer.Option("--json", help="Print records as JSON lines (jq-ready).")] = False,
 ) -> None:
     """Print the event log, oldest first."""
-    from ccm_hooks import views
 
-    raise typer.Exit(run_command(lambda: views.events_cmd(session, event or [], since, follow, as_json)))
+    def call() -> int:
+        from ccm_hooks import views
+
+        return views.events_cmd(session, event or [], since, follow, as_json)
+
+    raise typer.Exit(run_command(call))
 
 
 @app.command()
@@ -113,9 +134,13 @@ def validate(
     ] = None,
 ) -> None:
     """Check a state dir against spec/: layout, modes, every record and status file."""
-    from ccm_hooks import validate as validate_mod
 
-    raise typer.Exit(run_command(lambda: validate_mod.validate_cmd(home)))
+    def call() -> int:
+        from ccm_hooks import validate as validate_mod
+
+        return validate_mod.validate_cmd(home)
+
+    raise typer.Exit(run_command(call))
 
 
 def main() -> None:

@@ -7,9 +7,10 @@ Layout of the state dir (``$CCM_HOME``, default ``~/.ccm``), documented in spec/
     events/<session_id>.jsonl   append-only event log, one JSON object per line
     status/<session_id>.json    current status, replaced atomically
     locks/<session_id>.lock     flock(2) target serialising one session's handlers
-    log/hooks.log               handler errors (handlers never print)
+    locks/settings-<slug>.lock  serialises ccm-hooks install/uninstall on one settings file
+    log/hooks.log               handler errors (handlers never print); log/cli.log: CLI tracebacks
     bin/ccm-hook                the shim registered commands exec (see spec/settings.md)
-    backups/                    copies of settings files taken before ccm changed them
+    backups/<slug>/             copies of a settings file taken before ccm changed it
 
 Per-kind directories (rather than one directory per session) keep ``tail -f events/*.jsonl`` and
 ``jq -s . status/*.json`` natural, and let the daemon watch two directories instead of one per session.

@@ -127,3 +127,13 @@ def test_events_into_a_closed_pipe_is_not_an_error(ccm_home: Path) -> None:
         f"{CLI} events | head -1", shell=True, capture_output=True, text=True, timeout=60, env=os.environ
     )
     assert out.stdout.count("\n") == 1 and out.stderr == ""
+
+
+def test_unexpected_errors_exit_3_with_a_pointer_to_the_log(ccm_home: Path) -> None:
+    ccm_home.mkdir(parents=True)
+    (ccm_home / "status").write_text("a file where the status directory should be")
+    out = cli("status")
+    assert out.returncode == 3
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert str(ccm_home / "log" / "cli.log") in out.stderr
+    assert "NotADirectoryError" in (ccm_home / "log" / "cli.log").read_text()
