@@ -9,6 +9,7 @@ absent) and every free-text value is clipped to the field cap with an in-band ma
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -105,11 +106,13 @@ def summarize_tool_input(tool_name: str | None, tool_input: object, clip: Clippe
         for key, value in tool_input.items():
             if len(out) >= MAX_INPUT_KEYS:
                 break
+            name = str(key)[:SHORT_CAP]  # keys are bounded too, here and in the truncated map
             if isinstance(value, str):
-                clipped = clip(f"tool_input.{key}", value, SHORT_CAP)
-                out[str(key)[:SHORT_CAP]] = clipped
+                out[name] = clip(f"tool_input.{name}", value, SHORT_CAP)
+            elif isinstance(value, float) and not math.isfinite(value):
+                out[name] = str(value)  # NaN/Infinity are not JSON; strict parsers reject the bare tokens
             elif isinstance(value, (int, float, bool)) or value is None:
-                out[str(key)[:SHORT_CAP]] = value
+                out[name] = value
     return out
 
 

@@ -56,7 +56,9 @@ except BaseException as exc:
         ts = time.strftime('%%Y-%%m-%%dT%%H:%%M:%%S', time.gmtime(now)) + '.%%06dZ' %% micros
         entry = {'ts': ts, 'pid': os.getpid(), 'event': (sys.argv[1:] or [None])[0], 'session_id': None,
                  'error': msg, 'where': 'ccm-hook shim'}
-        with open(os.path.join(root, 'log', 'hooks.log'), 'a', encoding='ascii') as fh:
+        log = os.path.join(root, 'log', 'hooks.log')
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, 'a', encoding='ascii') as fh:
             fh.write(json.dumps(entry) + '\\n')
     except Exception:
         pass

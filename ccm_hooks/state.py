@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     Status = dict[str, Any]
 
 STATES = ("starting", "processing", "working", "waiting", "idle", "error", "ended")
+# In format v1 too, with their meaning (spec/state-machine.md), but set only by ccm-agentd, never by hooks.
+RESERVED_STATES = ("stalled", "rate_limited")
 COUNTERS = ("prompts", "tool_uses", "failures", "turns", "errors", "subagents")
 STATUS_TEXT_CAP = 1000
 MAX_RUNNING_TOOLS = 32  # bound the running-tool map if Post events are ever lost
@@ -150,14 +152,18 @@ def _latest_action(st: Status) -> str:
 def _transition(st: Status, event: str, rec: dict[str, Any], action: str | None) -> None:
     ts = rec["ts"]
     if event == "SessionStart":
-        # /compact keeps the session going; startup, resume and clear (a new id) start afresh.
-        if rec.get("source") != "compact" or st["last_event"] is None:
+        if rec.get("source") == "compact":
+            # /compact keeps the session and its state; only the compaction itself is over.
+            if st["current_action"] == "compacting":
+                st["current_action"] = "thinking" if st["state"] in ("processing", "working") else None
+        else:  # startup, resume, clear (a new id): a fresh start
             _end_turn(st)
             _set_state(st, "starting", ts)
     elif event == "UserPromptSubmit":
         _end_turn(st)
         st["last_prompt"] = _short(rec.get("prompt"))
         st["current_action"] = "thinking"
+        st["error"] = None  # a new turn: the last error is history (the log keeps it)
         _set_state(st, "processing", ts)
     elif event == "PermissionRequest":
         st["waiting_tool_use_id"] = _match_running(st, rec.get("tool_name"), action)
@@ -171,19 +177,30 @@ def _transition(st: Status, event: str, rec: dict[str, Any], action: str | None)
         _set_state(st, "idle", ts)
     elif event == "StopFailure":
         _end_turn(st)
-        error = rec.get("error") or rec.get("last_assistant_message") or "unknown error"
-        st["error"] = _short(error)
-        st["last_assistant_message"] = _short(rec.get("last_assistant_message"))
-        _set_state(st, "error", ts, _short(error))
+        error, message = rec.get("error"), rec.get("last_assistant_message")
+        # The payload's `error` is often just "unknown" while the message says "API Error: 400 ...".
+        if error and message and error != "unknown":
+            text = f"{error}: {message}"
+        else:
+            text = message or error or "unknown error"
+        st["error"] = _short(text)
+        st["last_assistant_message"] = _short(message)
+        _set_state(st, "error", ts, _short(text))
     elif event == "SessionEnd":
         _end_turn(st)
         _set_state(st, "ended", ts, rec.get("reason") or "unknown")
-    elif event in ("PreToolUse", "PostToolUse", "PostToolUseFailure", "SubagentStart", "SubagentStop"):
+    elif event in ("PreToolUse", "PostToolUse", "PostToolUseFailure"):
         _tool_activity(st, event, rec, action)
+    elif event in ("SubagentStart", "SubagentStop"):
+        # Subagents run inside a turn the main agent's own events already describe (the Agent tool's
+        # Pre/PostToolUse), and /compact runs one while the session is idle: they never move the state.
+        if event == "SubagentStart" and st["state"] == "working":
+            st["current_action"] = f"subagent: {rec.get('agent_type') or 'agent'}"
     elif event == "PreCompact":
-        st["current_action"] = "compacting"
-        if rec.get("trigger") == "auto" and st["state"] != "waiting":
-            _set_state(st, "working", ts)
+        if rec.get("trigger") == "auto" and st["state"] in ("processing", "working"):
+            st["current_action"] = "compacting"  # mid-turn, the context filled up
+        elif rec.get("trigger") != "auto" and st["state"] in ("starting", "idle", "error"):
+            st["current_action"] = "compacting"  # /compact typed at the prompt; SessionStart(compact) ends it
     # Any other event (PostCompact, ConfigChange, ...) is logged but moves nothing.
 
 
@@ -196,25 +213,26 @@ def _tool_activity(st: Status, event: str, rec: dict[str, Any], action: str | No
         if not settled:
             return  # a sibling tool moving on does not answer the dialog
         st["waiting_tool_use_id"] = None
-    if event == "PreToolUse":
-        st["current_action"] = action
-    elif event == "SubagentStart":
-        st["current_action"] = f"subagent: {rec.get('agent_type') or 'agent'}"
-    else:
-        st["current_action"] = _latest_action(st)
+    st["current_action"] = action if event == "PreToolUse" else _latest_action(st)
     _set_state(st, "working", rec["ts"])
 
 
 def _notification(st: Status, rec: dict[str, Any]) -> None:
-    if rec.get("notification_type") != "permission_prompt":
-        return  # idle_prompt and the rest change nothing: idle stays idle
-    message = rec.get("message") or "needs your permission"
-    if st["state"] == "waiting":
-        return  # already waiting, with the more specific PermissionRequest reason
+    kind = rec.get("notification_type")
+    message = _short(str(rec.get("message") or "needs your permission"))
+    if kind == "idle_prompt":
+        # "Claude is waiting for your input", 60 s after a turn ended. Idle stays idle; a session still
+        # marked busy missed its Stop (Esc interrupt, a dialog answered "No": no hook fires) and is idle.
+        if st["state"] in ("starting", "processing", "working", "waiting"):
+            _end_turn(st)
+            _set_state(st, "idle", rec["ts"])
+        return
+    if kind != "permission_prompt" or st["state"] == "waiting":
+        return  # other kinds move nothing; a wait keeps its more specific PermissionRequest reason
     if st["tools_running"] and st["state"] in ("processing", "working"):
         # Only a tool that is still running can be behind a dialog; otherwise the dialog was already answered.
         st["current_action"] = f"waiting: {message}"
-        _set_state(st, "waiting", rec["ts"], str(message))
+        _set_state(st, "waiting", rec["ts"], message)
 
 
 def _match_running(st: Status, tool_name: object, action: str | None) -> str | None:

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 LOCK_TIMEOUT_S = 5.0  # well inside the 10 s hook timeout we register
 MAX_LINE_BYTES = 1 << 20  # hard bound on one record, whatever the field cap says
+# Re-clipping every free-text field to this bounds a line to a few tens of KB by construction (about 25
+# fields of at most 200 chars, 6 bytes each once JSON-escaped).
+FALLBACK_CAP = record.SHORT_CAP
 
 
 def process_context(environ: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
@@ -38,7 +41,10 @@ def _load_status(root: str, session_id: str) -> dict[str, Any] | None:
         status = fileio.read_json(paths.status_path(root, session_id))
     except (OSError, ValueError):
         status = None  # unreadable: rebuilt below from the log
-    return status if isinstance(status, dict) and isinstance(status.get("seq"), int) else None
+    if not isinstance(status, dict) or not isinstance(status.get("seq"), int):
+        return None
+    # A status written by another format version is rebuilt from the log rather than folded into.
+    return status if status.get("v") == record.FORMAT_VERSION else None
 
 
 def _rebuild_status(root: str, session_id: str) -> dict[str, Any] | None:
@@ -55,15 +61,23 @@ def _rebuild_status(root: str, session_id: str) -> dict[str, Any] | None:
     return status
 
 
-def encode_bounded(rec: dict[str, Any]) -> bytes:
+def build_bounded(
+    payload: dict[str, Any], event: str, seq: int, ts: str, environ: os._Environ[str] | dict[str, str]
+) -> tuple[dict[str, Any], bytes]:
+    """The record and its line, at most MAX_LINE_BYTES.
+
+    Only a huge CCM_FIELD_CAP with many big fields can overflow; then every free-text field is clipped
+    again to FALLBACK_CAP. The record keeps all its fields, so the status computed from it (and any replay
+    of the log) sees exactly what was written.
+    """
+    rec = record.build_record(
+        payload, event=event, seq=seq, ts=ts, environ=environ, cap=record.field_cap(environ)
+    )
     line = fileio.encode_line(rec)
-    if len(line) <= MAX_LINE_BYTES:
-        return line
-    # Only reachable with a huge CCM_FIELD_CAP and many big fields: keep the identity, drop the bulk.
-    keep = ("v", "ts", "seq", "session_id", "event", "cwd", "project", "tool_name", "tool_use_id", "task_id")
-    slim = {k: rec[k] for k in keep if k in rec}
-    slim["truncated"] = {"record": len(line)}
-    return fileio.encode_line(slim)
+    if len(line) > MAX_LINE_BYTES:
+        rec = record.build_record(payload, event=event, seq=seq, ts=ts, environ=environ, cap=FALLBACK_CAP)
+        line = fileio.encode_line(rec)
+    return rec, line
 
 
 def record_event(
@@ -75,13 +89,11 @@ def record_event(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Append the record for ``payload`` and update the status. Returns (record, new status)."""
     session_id: str = payload["session_id"]
-    try:
-        lock = fileio.FileLock(paths.lock_path(root, session_id), LOCK_TIMEOUT_S)
-        lock.__enter__()
-    except FileNotFoundError:
-        paths.ensure_layout(root)  # first event ever, or the dir was removed: create and retry once
-        lock = fileio.FileLock(paths.lock_path(root, session_id), LOCK_TIMEOUT_S)
-        lock.__enter__()
+    # Every call, not only on a first failure: a few mkdir syscalls (microseconds) repair a state dir whose
+    # events/ or status/ someone removed, instead of losing the event.
+    paths.ensure_layout(root)
+    lock = fileio.FileLock(paths.lock_path(root, session_id), LOCK_TIMEOUT_S)
+    lock.__enter__()
     try:
         events_file = paths.events_path(root, session_id)
         # The log, not the status, decides seq: a handler killed between its append and its status replace
@@ -93,10 +105,8 @@ def record_event(
         if status is None or status["seq"] < last_seq:
             status = _rebuild_status(root, session_id)
         seq = max(status["seq"] if status else 0, last_seq) + 1
-        rec = record.build_record(
-            payload, event=event, seq=seq, ts=ts, environ=environ, cap=record.field_cap(environ)
-        )
-        fileio.append_line(events_file, encode_bounded(rec))
+        rec, line = build_bounded(payload, event, seq, ts, environ)
+        fileio.append_line(events_file, line)
         new_status = state.apply(status, rec, process_context(environ))
         data = json.dumps(new_status, ensure_ascii=False, indent=1).encode("utf-8", "backslashreplace")
         fileio.atomic_write(paths.status_path(root, session_id), data + b"\n")

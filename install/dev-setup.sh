@@ -1,14 +1,18 @@
 #!/bin/sh
-# Everything the test suite needs, from nothing: tmux (apt, when root), a virtualenv in .venv with ccm
-# installed editable plus the test tools, and the pinned Claude Code CLI in tests/node_modules.
+# Everything the test suite needs, from nothing: tmux and jq (apt, when root), a virtualenv in .venv with
+# ccm installed editable plus the test tools, and the pinned Claude Code CLI in tests/node_modules.
 set -eu
 cd "$(dirname "$0")/.."
 
-if ! command -v tmux >/dev/null 2>&1; then
+missing=""
+for tool in tmux jq; do
+    command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
     else
-        echo "dev-setup.sh: tmux is missing; install it (apt install tmux / brew install tmux) and run again" >&2
+        echo "dev-setup.sh: missing:$missing; install (apt install$missing / brew install$missing) and run again" >&2
         exit 1
     fi
 fi

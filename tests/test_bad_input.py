@@ -150,10 +150,16 @@ def test_20mb_tool_response_gives_a_bounded_line(ccm_home: Path) -> None:
 def test_every_free_text_field_at_once_stays_bounded(ccm_home: Path) -> None:
     huge = "z" * 3_000_000
     data = {**payload("StopFailure__http400"), "last_assistant_message": huge, "error": huge, "cwd": huge}
+    data["cwd"] = "\x01" * 3_000_000  # 6 bytes each once JSON-escaped
     _assert_quiet(run_hook(data, env={"CCM_FIELD_CAP": "999999999"}))
     raw = (ccm_home / "events" / f"{data['session_id']}.jsonl").read_bytes()
     assert len(raw) <= 1 << 20  # the hard line bound, whatever the configured cap
-    assert json.loads(raw)["event"] == "StopFailure"
+    rec = json.loads(raw)
+    assert rec["event"] == "StopFailure" and rec["error"].startswith("zzz")
+    assert rec["truncated"] == {"cwd": 3_000_000, "last_assistant_message": 3_000_000, "error": 3_000_000}
+    # The status was computed from exactly the record that was written.
+    status = json.loads((ccm_home / "status" / f"{data['session_id']}.json").read_text())
+    assert status["state"] == "error" and status["cwd"] == rec["cwd"]
 
 
 @pytest.mark.parametrize("kind", ["file", "dangling symlink", "not writable"])
@@ -198,3 +204,37 @@ def test_disk_full_fails_open(ccm_home: Path) -> None:
             continue
     assert parsed[0]["seq"] == 1 and parsed[-1]["event"] == "PostToolUse"
     assert json.loads(lines[-2])["seq"] == parsed[-1]["seq"]
+
+
+def test_non_finite_numbers_are_written_as_strings(ccm_home: Path) -> None:
+    raw = (
+        b'{"session_id":"s","hook_event_name":"PreToolUse","cwd":"/x","tool_name":"mcp__x__y",'
+        b'"tool_use_id":"t","tool_input":{"a":NaN,"b":Infinity,"c":-Infinity,"d":1.5}}'
+    )
+    _assert_quiet(run_hook(raw))
+    line = (ccm_home / "events" / "s.jsonl").read_text()
+    assert "NaN" not in line.replace('"NaN"', "")  # no bare token: strict JSON parsers accept the line
+    rec = json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert rec["tool_input"] == {"a": "nan", "b": "inf", "c": "-inf", "d": 1.5}
+
+
+def test_huge_keys_of_unknown_tool_inputs_stay_bounded(ccm_home: Path) -> None:
+    data = {
+        **payload("PreToolUse__Bash"),
+        "tool_name": "mcp__x__y",
+        "tool_input": {"k" * 100_000: "v" * 100_000},
+    }
+    _assert_quiet(run_hook(data))
+    raw = (ccm_home / "events" / f"{data['session_id']}.jsonl").read_bytes()
+    assert len(raw) < 2_000
+
+
+def test_removed_subdirectories_are_recreated_and_no_event_is_lost(ccm_home: Path) -> None:
+    import shutil
+
+    run_hook(GOOD)
+    shutil.rmtree(ccm_home / "events")
+    shutil.rmtree(ccm_home / "status")
+    _assert_quiet(run_hook(GOOD))
+    assert (ccm_home / "events" / f"{GOOD['session_id']}.jsonl").exists()
+    assert (ccm_home / "status" / f"{GOOD['session_id']}.json").exists()

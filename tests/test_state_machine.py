@@ -128,9 +128,17 @@ def test_stop_failure_is_error_with_the_error() -> None:
     s = Session()
     s.feed("UserPromptSubmit", prompt="x")
     st = s.feed("StopFailure", error="rate_limit", last_assistant_message="API Error: 429")
-    assert (st["state"], st["reason"], st["error"]) == ("error", "rate_limit", "rate_limit")
-    assert st["counters"]["errors"] == 1
-    assert s.feed("UserPromptSubmit", prompt="again")["state"] == "processing"
+    assert (st["state"], st["reason"]) == ("error", "rate_limit: API Error: 429")
+    assert st["error"] == st["reason"] and st["counters"]["errors"] == 1
+    st = s.feed("UserPromptSubmit", prompt="again")
+    assert (st["state"], st["error"]) == ("processing", None)
+
+
+def test_stop_failure_with_an_unknown_error_says_what_the_message_says() -> None:
+    s = Session()
+    s.feed("UserPromptSubmit", prompt="x")
+    st = s.feed("StopFailure", error="unknown", last_assistant_message="API Error: 400 bad request")
+    assert st["reason"] == "API Error: 400 bad request"
 
 
 def test_ended_is_sticky_until_a_new_start() -> None:
@@ -143,22 +151,54 @@ def test_ended_is_sticky_until_a_new_start() -> None:
     assert s.feed("SessionStart", source="resume")["state"] == "starting"
 
 
-def test_compact_keeps_the_session_state() -> None:
-    s = Session()
-    s.feed("UserPromptSubmit", prompt="x")
-    s.feed("Stop", last_assistant_message="ok")
-    s.feed("PreCompact", trigger="manual")
-    st = s.feed("SessionStart", source="compact")
-    assert st["state"] == "idle"
-
-
 def test_subagent_work_keeps_the_session_working() -> None:
     s = Session()
     s.feed("UserPromptSubmit", prompt="x")
+    s.feed("PreToolUse", tool_name="Agent", tool_use_id="ag", tool_input={"description": "look around"})
     st = s.feed("SubagentStart", agent_id="ag1", agent_type="general-purpose")
     assert (st["state"], st["current_action"]) == ("working", "subagent: general-purpose")
+    st = s.tool("PreToolUse", "inner", agent_id="ag1", agent_type="general-purpose")
     st = s.feed("SubagentStop", agent_id="ag1", agent_type="general-purpose", last_assistant_message="hi")
     assert st["state"] == "working" and st["counters"]["subagents"] == 1
+    st = s.feed("PostToolUse", tool_name="Agent", tool_use_id="ag", tool_input={"description": "look around"})
+    assert st["state"] == "working"
+    assert s.feed("Stop", last_assistant_message="ok")["state"] == "idle"
+
+
+def test_compact_at_the_prompt_leaves_the_session_idle() -> None:
+    """/compact typed while idle runs a compaction subagent; no Stop follows."""
+    s = Session()
+    s.feed("UserPromptSubmit", prompt="x")
+    s.feed("Stop", last_assistant_message="ok")
+    assert s.feed("PreCompact", trigger="manual")["current_action"] == "compacting"
+    s.feed("SubagentStop", agent_id="c1", agent_type="", last_assistant_message="summary")
+    st = s.feed("SessionStart", source="compact")
+    assert (st["state"], st["current_action"]) == ("idle", None)
+
+
+def test_auto_compact_mid_turn() -> None:
+    s = Session()
+    s.feed("UserPromptSubmit", prompt="x")
+    s.tool("PreToolUse", "t1")
+    s.tool("PostToolUse", "t1")
+    st = s.feed("PreCompact", trigger="auto")
+    assert (st["state"], st["current_action"]) == ("working", "compacting")
+    st = s.feed("SessionStart", source="compact")
+    assert (st["state"], st["current_action"]) == ("working", "thinking")
+
+
+@pytest.mark.parametrize("stuck", ["processing", "working", "waiting"])
+def test_idle_prompt_recovers_a_missed_stop(stuck: str) -> None:
+    """Esc or a dialog answered "No" fire no Stop; 60 s later idle_prompt says Claude waits for input."""
+    s = Session()
+    s.feed("UserPromptSubmit", prompt="x")
+    if stuck in ("working", "waiting"):
+        s.tool("PreToolUse", "t1")
+    if stuck == "waiting":
+        s.feed("PermissionRequest", tool_name="Bash", tool_input={"command": "ls"})
+    assert s.status is not None and s.status["state"] == stuck
+    st = s.feed("Notification", notification_type="idle_prompt", message="Claude is waiting for your input")
+    assert (st["state"], st["tools_running"], st["reason"]) == ("idle", {}, None)
 
 
 def test_stop_block_continuation_goes_back_to_working() -> None:
