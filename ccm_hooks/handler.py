@@ -48,10 +48,10 @@ def main() -> int:
 
 
 def _parse(data: bytes) -> dict[str, object]:
-    import json
+    from ccm_hooks import fastjson
 
     # Invalid UTF-8 is replaced rather than refused: the ids we need are ASCII, and the rest is best effort.
-    obj = json.loads(data.decode("utf-8", "replace"))
+    obj = fastjson.loads(data.decode("utf-8", "replace"))
     if not isinstance(obj, dict):
         raise ValueError(f"payload is a JSON {type(obj).__name__}, not an object")
     return obj

@@ -7,7 +7,6 @@ calls run handlers at the same moment. The critical section is a few hundred mic
 
 from __future__ import annotations
 
-import json
 import os
 
 from ccm_hooks import fileio, paths, record, state
@@ -108,8 +107,8 @@ def record_event(
         rec, line = build_bounded(payload, event, seq, ts, environ)
         fileio.append_line(events_file, line)
         new_status = state.apply(status, rec, process_context(environ))
-        data = json.dumps(new_status, ensure_ascii=False, indent=1).encode("utf-8", "backslashreplace")
-        fileio.atomic_write(paths.status_path(root, session_id), data + b"\n")
+        # One line, like a record: `jq .` pretty-prints it, and indenting would need the slow json module.
+        fileio.atomic_write(paths.status_path(root, session_id), fileio.encode_line(new_status))
     finally:
         lock.__exit__(None, None, None)
     return rec, new_status
