@@ -11,6 +11,15 @@ from typing import Any
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HANDLER = str(Path(sys.executable).parent / "ccm-hook")
+# Every optional common field and every process field set, as under ccm in tmux; CCM_FIELD_CAP="" means
+# the default whatever the developer's environment says.
+FULL_ENV = {
+    "CLAUDE_PROJECT_DIR": "/home/dev/work/proj",
+    "CCM_TASK_ID": "task-7",
+    "TMUX": "/tmp/tmux-1000/default,4242,0",
+    "TMUX_PANE": "%3",
+    "CCM_FIELD_CAP": "",
+}
 
 
 def payload(name: str, **changes: Any) -> dict[str, Any]:

@@ -16,17 +16,11 @@ import pytest
 
 from ccm_hooks import handler, paths, record, settings_merge, state, store, validate
 from tests.conftest import REPO
-from tests.hookrun import FIXTURES, payload, run_hook
+from tests.hookrun import FIXTURES, FULL_ENV, payload, run_hook
 
 SPEC = REPO / "spec"
 PAYLOADS = sorted((FIXTURES / "payloads").glob("*.json"))
-ENV = {
-    "CLAUDE_PROJECT_DIR": "/home/dev/work/proj",
-    "CCM_TASK_ID": "task-7",
-    "TMUX": "/tmp/tmux-1000/default,4242,0",
-    "TMUX_PANE": "%3",
-    "CCM_FIELD_CAP": "",
-}
+ENV = FULL_ENV
 # Payloads beyond the captured ones, so that every branch of record.build_record writes its fields.
 EXTRA: list[dict[str, Any]] = [
     {

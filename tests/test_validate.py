@@ -17,18 +17,10 @@ import pytest
 
 from ccm_hooks import validate
 from ccm_hooks.errors import CcmError
-from tests.hookrun import FIXTURES, payload, run_hook, spawn_hook
+from tests.hookrun import FIXTURES, FULL_ENV, payload, run_hook, spawn_hook
 
 PAYLOADS = sorted((FIXTURES / "payloads").glob("*.json"))
-# Every optional common field and every process field set, as under ccm in tmux; CCM_FIELD_CAP="" means
-# the default whatever the developer's environment says.
-ENV = {
-    "CLAUDE_PROJECT_DIR": "/home/dev/work/proj",
-    "CCM_TASK_ID": "task-7",
-    "TMUX": "/tmp/tmux-1000/default,4242,0",
-    "TMUX_PANE": "%3",
-    "CCM_FIELD_CAP": "",
-}
+ENV = FULL_ENV
 SID = "5e55a000-0000-4000-8000-00000000000a"
 LINE = re.compile(r"^/.+?(:\d+)?: (error|warning): .+$")
 
