@@ -20,10 +20,8 @@ CLI = shutil.which("ccm-hooks", path=os.path.dirname(sys.executable)) or "ccm-ho
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    p = tmp_path / "proj"
-    p.mkdir()
-    return p
+def project(project_dir: Path) -> Path:
+    return project_dir  # the harness's scratch project (tests/claude_harness.py)
 
 
 def fake_claude(

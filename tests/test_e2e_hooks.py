@@ -4,11 +4,9 @@ venv, as tmux, launchd and cron would start it: the registered commands must fin
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,6 +23,7 @@ from tests.claude_harness import (
     wait_idle,
 )
 from tests.fakeapi import FakeAnthropic, Script, text, tool_use
+from tests.hookrun import read_log, read_status
 
 pytestmark = pytest.mark.e2e
 CLI = str(Path(sys.executable).parent / "ccm-hooks")
@@ -40,15 +39,6 @@ def _install(project: Path) -> None:
 
 def _sessions(home: Path) -> list[str]:
     return sorted(p.stem for p in (home / "status").glob("*.json"))
-
-
-def _log(home: Path, sid: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (home / "events" / f"{sid}.jsonl").read_text().splitlines()]
-
-
-def _status(home: Path, sid: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((home / "status" / f"{sid}.json").read_text())
-    return result
 
 
 def _only_session(home: Path) -> str:
@@ -76,7 +66,7 @@ def test_p_run_with_one_bash_call(
     assert (project_dir / "out.txt").read_text() == "hi\n"
 
     sid = _only_session(ccm_home)
-    log = _log(ccm_home, sid)
+    log = read_log(ccm_home, sid)
     assert [r["event"] for r in log] == [
         "SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop", "SessionEnd",
     ]  # fmt: skip
@@ -92,7 +82,7 @@ def test_p_run_with_one_bash_call(
     assert log[4]["last_assistant_message"] == "Wrote it."
     assert log[5]["reason"]
 
-    st = _status(ccm_home, sid)
+    st = read_status(ccm_home, sid)
     assert (st["state"], st["last_tool"], st["last_event"]) == ("ended", "Bash", "SessionEnd")
     assert (
         st["counters"]["prompts"] == 1 and st["counters"]["tool_uses"] == 1 and st["counters"]["turns"] == 1
@@ -114,7 +104,7 @@ def test_p_run_with_two_parallel_bash_calls(
     ])  # fmt: skip
     _run_p(claude_bin, project_dir, fake_api, "write two files")
     sid = _only_session(ccm_home)
-    log = _log(ccm_home, sid)
+    log = read_log(ccm_home, sid)
     pres = [r for r in log if r["event"] == "PreToolUse"]
     posts = [r for r in log if r["event"] == "PostToolUse"]
     assert {r["tool_input"]["command"] for r in pres} == {"echo a > a.txt", "echo b > b.txt"}
@@ -122,7 +112,7 @@ def test_p_run_with_two_parallel_bash_calls(
     assert {r["tool_use_id"] for r in posts} == {r["tool_use_id"] for r in pres}
     assert [r["seq"] for r in log] == list(range(1, len(log) + 1))
     assert log[-2]["event"] == "Stop" and log[-1]["event"] == "SessionEnd"
-    st = _status(ccm_home, sid)
+    st = read_status(ccm_home, sid)
     assert st["counters"]["tool_uses"] == 2 and st["tools_running"] == {}
 
 
@@ -136,14 +126,14 @@ def test_p_run_with_a_failing_bash_call(
     ])  # fmt: skip
     _run_p(claude_bin, project_dir, fake_api, "try the thing")
     sid = _only_session(ccm_home)
-    log = _log(ccm_home, sid)
+    log = read_log(ccm_home, sid)
     assert [r["event"] for r in log] == [
         "SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUseFailure", "Stop", "SessionEnd",
     ]  # fmt: skip
     failure = log[3]
     assert (failure["ok"], failure["exit_code"]) == (False, 3)
     assert failure["error"].startswith("Exit code 3") and "oops" in failure["error"]
-    st = _status(ccm_home, sid)
+    st = read_status(ccm_home, sid)
     assert st["counters"]["failures"] == 1 and st["state"] == "ended"
 
 
@@ -174,7 +164,7 @@ def test_interactive_session_in_tmux_idle_then_waiting(
     # A plain turn: idle afterwards, with where it runs in tmux.
     submit(pane, "say hello")
     sid = wait_for(lambda: _sessions(ccm_home) and _only_session(ccm_home), what="a status file")
-    st = wait_for(lambda: (s := _status(ccm_home, sid))["state"] == "idle" and s, what="status idle")
+    st = wait_for(lambda: (s := read_status(ccm_home, sid))["state"] == "idle" and s, what="status idle")
     assert st["tmux_pane"] == pane.pane_id
     assert st["tmux_socket"] == str(tmux_server.socket_path)
     assert st["last_assistant_message"] == "Hello from the model."
@@ -183,18 +173,20 @@ def test_interactive_session_in_tmux_idle_then_waiting(
     # A tool call that needs permission: the dialog opens and the status says a human must act.
     submit(pane, "write the file")
     wait_for_screen(pane, has_permission_dialog, what="the permission dialog")
-    st = wait_for(lambda: (s := _status(ccm_home, sid))["state"] == "waiting" and s, what="status waiting")
+    st = wait_for(
+        lambda: (s := read_status(ccm_home, sid))["state"] == "waiting" and s, what="status waiting"
+    )
     assert st["reason"] == "permission: Bash: echo approved > perm.txt"
     assert st["current_action"].startswith("waiting for permission")
     assert not (project_dir / "perm.txt").exists()
 
     # Approve: the tool runs, the turn ends, the session is idle again.
     send_keys(pane, "Enter")
-    wait_for(lambda: _status(ccm_home, sid)["last_event"] == "Stop", what="the turn to end")
-    st = _status(ccm_home, sid)
+    wait_for(lambda: read_status(ccm_home, sid)["last_event"] == "Stop", what="the turn to end")
+    st = read_status(ccm_home, sid)
     assert st["state"] == "idle" and st["counters"]["tool_uses"] == 1 and st["counters"]["turns"] == 2
     assert (project_dir / "perm.txt").read_text() == "approved\n"
-    events = [r["event"] for r in _log(ccm_home, sid)]
+    events = [r["event"] for r in read_log(ccm_home, sid)]
     assert events[:2] == ["SessionStart", "UserPromptSubmit"]
     assert "PermissionRequest" in events
     assert events.index("PermissionRequest") < events.index("PostToolUse")
