@@ -143,5 +143,121 @@ def validate(
     raise typer.Exit(run_command(call))
 
 
+watch_app = typer.Typer(
+    no_args_is_help=True,
+    help="Watch mode: when a session stops, continue it, within limits (spec/watch.md).",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(watch_app, name="watch")
+
+SessionArg = Annotated[
+    str | None, typer.Argument(help="Session id or unique prefix (`ccm-hooks status` lists them).")
+]
+WatchProjectOpt = Annotated[
+    Path | None,
+    typer.Option("--project", "-C", help="Default for sessions started in DIR (and below) from now on."),
+]
+GlobalOpt = Annotated[bool, typer.Option("--global", help="Default for every session started from now on.")]
+
+
+@watch_app.command("on")
+def watch_on(
+    session: SessionArg = None,
+    project: WatchProjectOpt = None,
+    everyone: GlobalOpt = False,
+    max_turns: Annotated[
+        int | None, typer.Option("--max-turns", help="Auto-continues per run (1-10000).", show_default="10")
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", help="What to say to continue.", show_default="continue")
+    ] = None,
+    done_marker: Annotated[
+        str | None,
+        typer.Option(
+            "--done-marker", help="Stop when the reply matches this regex.", show_default="\\[DONE\\]"
+        ),
+    ] = None,
+    no_progress: Annotated[
+        int | None,
+        typer.Option(
+            "--no-progress", help="Stop after K auto-continued turns without a tool call.", show_default="2"
+        ),
+    ] = None,
+) -> None:
+    """Turn watch on for a SESSION_ID, a --project, or --global; unset options keep their current value."""
+
+    def call() -> int:
+        from ccm_hooks import watchcmd
+
+        changes = {"max_turns": max_turns, "prompt": prompt, "done_marker": done_marker,
+                   "no_progress_turns": no_progress}  # fmt: skip
+        return watchcmd.watch_set_cmd(True, session, project, everyone, changes)
+
+    raise typer.Exit(run_command(call))
+
+
+@watch_app.command("off")
+def watch_off(
+    session: SessionArg = None, project: WatchProjectOpt = None, everyone: GlobalOpt = False
+) -> None:
+    """Turn watch off for a SESSION_ID, a --project, or --global."""
+
+    def call() -> int:
+        from ccm_hooks import watchcmd
+
+        return watchcmd.watch_set_cmd(False, session, project, everyone, {})
+
+    raise typer.Exit(run_command(call))
+
+
+@watch_app.command("status")
+def watch_status(
+    session: SessionArg = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The defaults, and each session's watch state: turns used, why it stopped."""
+
+    def call() -> int:
+        from ccm_hooks import watchcmd
+
+        return watchcmd.watch_status_cmd(session, as_json)
+
+    raise typer.Exit(run_command(call))
+
+
+@watch_app.command("reset")
+def watch_reset(
+    session: Annotated[str, typer.Argument(help="Session id or unique prefix.")],
+) -> None:
+    """Give a session a fresh run: the auto-continue count back to 0, a stop cleared."""
+
+    def call() -> int:
+        from ccm_hooks import watchcmd
+
+        return watchcmd.watch_reset_cmd(session)
+
+    raise typer.Exit(run_command(call))
+
+
+@app.command()
+def top(
+    iterations: Annotated[
+        int | None,
+        typer.Option("--iterations", "-n", help="Print this many snapshots, then exit (plain output only)."),
+    ] = None,
+) -> None:
+    """Live view of every session; keys: arrows/j/k select, w toggle watch, r reset its counter, q quit.
+
+    When stdout is not a terminal, prints plain snapshots instead (one per change), like `top -b`.
+    """
+
+    def call() -> int:
+        from ccm_hooks import top as top_mod
+
+        return top_mod.top_cmd(iterations)
+
+    raise typer.Exit(run_command(call))
+
+
 def main() -> None:
     app(prog_name="ccm-hooks")

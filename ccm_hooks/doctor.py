@@ -58,7 +58,26 @@ def doctor_cmd(project: Path) -> int:
     check_claude(report)
     check_tmux(report)
     check_log(report, root)
+    check_watch_config(report, root)
     return 1 if report.failed else 0
+
+
+def check_watch_config(report: Report, root: str) -> None:
+    """config.toml is hand-edited: a mistake there silently means "no watch defaults" for handlers."""
+    from ccm_hooks import watch
+
+    path = watch.config_path(root)
+    if not os.path.exists(path):
+        return
+    try:
+        snapshot = watch.compile_config(root)
+    except (OSError, ValueError) as exc:
+        report.fix(f"{exc}: handlers ignore the whole file until it is fixed")
+        return
+    for error in snapshot.get("errors") or []:
+        report.fix(f"{path}: {error} (that setting is ignored)")
+    if not snapshot.get("errors"):
+        report.ok(f"watch defaults in {path}")
 
 
 def check_state_dir(report: Report, root: str) -> None:

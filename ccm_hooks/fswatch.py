@@ -47,6 +47,11 @@ class DirWatcher:
             )
         return bool(next(self._watch, set()))
 
+    def fileno(self) -> int | None:
+        """The inotify descriptor, readable while events are pending, for callers that ``select`` on it
+        together with other input (then ``wait(0)`` drains it); None where there is no inotify."""
+        return None if self._inotify is None else int(self._inotify.fileno())
+
     def close(self) -> None:
         if self._inotify is not None:
             self._inotify.close()

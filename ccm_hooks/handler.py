@@ -39,12 +39,28 @@ def main() -> int:
         if not isinstance(event, str) or len(event) > 64 or not event.isascii() or not event.isidentifier():
             raise ValueError(f"event name is not a plain name: {str(event)[:80]!r}")
 
-        from ccm_hooks import record, store
+        from ccm_hooks import record, store, watch
 
-        store.record_event(root, payload, event, record.iso_utc(started), os.environ)
+        _, _, decision, problems = store.record_event(
+            root, payload, event, record.iso_utc(started), os.environ
+        )
+        for problem in problems:  # a bad config.toml or CCM_WATCH* value: worth a log line, not a failure
+            _log_failure(root, argv_event, payload, ValueError(problem))
+        answer = watch.block_output(decision)
+        if answer is not None:
+            # Watch mode continues the session: Claude reads this from stdout. It is the only output a
+            # handler ever writes, after the decision is in the log (a crash before this line costs one
+            # continue, never counts one twice).
+            _write_all(1, answer)
     except BaseException as exc:
         _log_failure(root, argv_event, payload, exc)
     return 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _parse(data: bytes) -> dict[str, object]:

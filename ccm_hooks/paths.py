@@ -11,6 +11,8 @@ Layout of the state dir (``$CCM_HOME``, default ``~/.ccm``), documented in spec/
     log/hooks.log               handler errors (handlers never print); log/cli.log: CLI tracebacks
     bin/ccm-hook                the shim registered commands exec (see spec/settings.md)
     backups/<slug>/             copies of a settings file taken before ccm changed it
+    config.toml                 defaults people edit (watch mode); config.snapshot.json: its compiled form
+    agentd/health.json          ccm-agentd's heartbeat
 
 Per-kind directories (rather than one directory per session) keep ``tail -f events/*.jsonl`` and
 ``jq -s . status/*.json`` natural, and let the daemon watch two directories instead of one per session.
@@ -84,6 +86,11 @@ def lock_path(root: str, session_id: str) -> str:
 
 def hooks_log_path(root: str) -> str:
     return os.path.join(root, "log", "hooks.log")
+
+
+def agentd_health_path(root: str) -> str:
+    """Rewritten by ccm-agentd while it runs; its age tells handlers whether a daemon is there."""
+    return os.path.join(root, "agentd", "health.json")
 
 
 def ensure_dir(path: str) -> None:

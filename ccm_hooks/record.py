@@ -227,3 +227,22 @@ def build_record(
     if clip.cut:
         rec["truncated"] = clip.cut
     return rec
+
+
+def ccm_record(status: dict[str, Any], event: str, seq: int, ts: str, fields: Record) -> Record:
+    """One of ccm's own records (``ccm.watch``, ``ccm.decision``, ...): the common fields, then ``fields``.
+
+    Their event names contain a dot, which no hook event name may (the handler refuses such names), so a
+    payload can never forge one.
+    """
+    rec: Record = {
+        "v": FORMAT_VERSION,
+        "ts": ts,
+        "seq": seq,
+        "session_id": status["session_id"],
+        "event": event,
+        "cwd": status.get("cwd"),
+        "project": status.get("project"),
+    }
+    rec.update(fields)
+    return rec

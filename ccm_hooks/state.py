@@ -19,6 +19,7 @@ dialog, so its own tool's result always comes after it, even when a sibling's re
 from __future__ import annotations
 
 from ccm_hooks.record import FORMAT_VERSION, tool_summary
+from ccm_hooks.watch import SETTING_KEYS, new_watch
 
 TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs ~3 ms per hook call
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def new_status(session_id: str, ts: str) -> Status:
         "claude_pid": None,
         "tools_running": {},
         "waiting_tool_use_id": None,
+        "watch": new_watch(),
     }
 
 
@@ -82,8 +84,15 @@ def apply(status: Status | None, rec: dict[str, Any], ctx: dict[str, Any] | None
     st["counters"] = dict(st.get("counters") or {})
     running: dict[str, Any] = dict(st.get("tools_running") or {})
     st["tools_running"] = running
+    st["watch"] = dict(st.get("watch") or new_watch())
     event: str = rec["event"]
     ts: str = rec["ts"]
+    if event.startswith("ccm."):
+        # ccm's own records (watch settings and decisions): they move the watch state, and the session
+        # state only where a decision says what Claude does next. Claude's activity times stay Claude's.
+        st["seq"] = rec["seq"]
+        _apply_ccm(st, rec)
+        return st
     stale = event not in NEVER_STALE and ts < st.get("updated_at", "")
 
     st["seq"] = rec["seq"]
@@ -158,8 +167,10 @@ def _transition(st: Status, event: str, rec: dict[str, Any], action: str | None)
                 st["current_action"] = "thinking" if st["state"] in ("processing", "working") else None
         else:  # startup, resume, clear (a new id): a fresh start
             _end_turn(st)
+            _reset_watch_run(st)
             _set_state(st, "starting", ts)
     elif event == "UserPromptSubmit":
+        _watch_prompt(st, rec)
         _end_turn(st)
         st["last_prompt"] = _short(rec.get("prompt"))
         st["current_action"] = "thinking"
@@ -242,3 +253,65 @@ def _match_running(st: Status, tool_name: object, action: str | None) -> str | N
         if info.get("tool") == tool_name and info.get("action") == action:
             return str(tool_id)
     return None
+
+
+def _reset_watch_run(st: Status) -> None:
+    """A new watched run: a fresh budget of auto-continues, counted from the tool calls made so far."""
+    st["watch"].update(continues=0, no_progress=0, blocks=0, stopped=None, detail=None, handoff=None)
+    st["watch"]["tool_mark"] = int(st["counters"].get("tool_uses") or 0)
+
+
+def _watch_prompt(st: Status, rec: dict[str, Any]) -> None:
+    """A prompt is a person's (a new run) unless it is the continuation handed to ccm-agentd arriving."""
+    w = st["watch"]
+    handoff = w.get("handoff")
+    if isinstance(handoff, dict) and _same_prompt(rec, handoff.get("prompt")):
+        # Typed into the pane: Claude's count of Stop-hook blocks restarts; our count of continues goes on.
+        w.update(handoff=None, blocks=0, tool_mark=int(st["counters"].get("tool_uses") or 0))
+    else:
+        _reset_watch_run(st)
+
+
+def _same_prompt(rec: dict[str, Any], wanted: object) -> bool:
+    prompt = rec.get("prompt")
+    if not isinstance(wanted, str) or not isinstance(prompt, str):
+        return False
+    if prompt == wanted:
+        return True
+    clipped = (rec.get("truncated") or {}).get("prompt")  # a prompt longer than CCM_FIELD_CAP
+    return clipped == len(wanted) and prompt[: min(len(prompt), 64)] == wanted[: min(len(prompt), 64)]
+
+
+def _apply_ccm(st: Status, rec: dict[str, Any]) -> None:
+    w = st["watch"]
+    event = rec["event"]
+    if event == "ccm.watch":
+        settings = rec.get("watch") or {}
+        for key in (*SETTING_KEYS, "source"):
+            if key in settings:
+                w[key] = settings[key]
+        _reset_watch_run(st)  # turning watch on (again) starts a fresh run
+    elif event == "ccm.watch_reset":
+        _reset_watch_run(st)
+    elif event == "ccm.decision":
+        d = rec.get("decision") or {}
+        w.update(
+            continues=int(d.get("turn") or 0),
+            no_progress=int(d.get("no_progress") or 0),
+            blocks=int(d.get("blocks") or 0),
+            tool_mark=int(d.get("tool_mark") or 0),
+            detail=d.get("detail"),
+        )
+        action = d.get("action")
+        idle = st["state"] == "idle"  # only a Stop's decision explains the idle state; keep other reasons
+        if action == "stop":
+            w["stopped"] = d.get("reason") or "stopped"
+            if idle:
+                st["reason"] = f"watch stopped: {d.get('detail')}"
+        elif action == "handoff":
+            w["handoff"] = {"turn": d.get("turn"), "prompt": d.get("prompt"), "ts": rec["ts"]}
+            if idle:
+                st["reason"] = f"watch: {d.get('detail')}"
+        elif action == "continue" and idle:
+            st["current_action"] = "thinking"  # Claude takes another turn at once; no UserPromptSubmit fires
+            _set_state(st, "processing", rec["ts"], f"watch: {d.get('detail')}")

@@ -8,8 +8,9 @@ calls run handlers at the same moment. The critical section is a few hundred mic
 from __future__ import annotations
 
 import os
+import time
 
-from ccm_hooks import fileio, paths, record, state
+from ccm_hooks import fileio, paths, record, state, watch
 
 TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs ~3 ms per hook call
 if TYPE_CHECKING:
@@ -85,8 +86,14 @@ def record_event(
     event: str,
     ts: str,
     environ: os._Environ[str] | dict[str, str],
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Append the record for ``payload`` and update the status. Returns (record, new status)."""
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, list[str]]:
+    """Append the record for ``payload`` and update the status.
+
+    Returns (record, new status, watch decision or None, problems worth logging). At a session's first
+    event the watch settings are resolved and, if any layer set one, logged as a ``ccm.watch`` record; at
+    the end of a turn the watch decision is logged as a ``ccm.decision`` record. Both under the same lock,
+    so no two handlers can count the same continue.
+    """
     session_id: str = payload["session_id"]
     # Every call, not only on a first failure: a few mkdir syscalls (microseconds) repair a state dir whose
     # events/ or status/ someone removed, instead of losing the event.
@@ -95,20 +102,65 @@ def record_event(
     lock.__enter__()
     try:
         events_file = paths.events_path(root, session_id)
-        # The log, not the status, decides seq: a handler killed between its append and its status replace
-        # leaves the status one behind, and seq must not repeat. Replaying the log then also repairs the
-        # status. The tail read is one pread of a few KB.
-        last = fileio.last_record(events_file, chunk=8192)
-        last_seq = last["seq"] if last is not None and isinstance(last.get("seq"), int) else 0
-        status = _load_status(root, session_id)
-        if status is None or status["seq"] < last_seq:
-            status = _rebuild_status(root, session_id)
+        status, last_seq = _current(root, session_id, events_file)
+        first = status is None and last_seq == 0
         seq = max(status["seq"] if status else 0, last_seq) + 1
         rec, line = build_bounded(payload, event, seq, ts, environ)
         fileio.append_line(events_file, line)
         new_status = state.apply(status, rec, process_context(environ))
+        problems: list[str] = []
+        if first:
+            settings, problems = watch.resolve(root, environ, rec.get("project") or rec.get("cwd"))
+            if settings["source"] != "default":
+                new_status = _append_ccm(
+                    events_file, new_status, "ccm.watch", {"by": "handler", "watch": settings}
+                )
+        decision = None
+        if event in watch.DECISION_EVENTS:
+            decision = watch.decide(new_status, event, payload, environ, root)
+            if decision is not None:
+                new_status = _append_ccm(events_file, new_status, "ccm.decision", {"decision": decision})
         # One line, like a record: `jq .` pretty-prints it, and indenting would need the slow json module.
         fileio.atomic_write(paths.status_path(root, session_id), fileio.encode_line(new_status))
     finally:
         lock.__exit__(None, None, None)
-    return rec, new_status
+    return rec, new_status, decision, problems
+
+
+def _current(root: str, session_id: str, events_file: str) -> tuple[dict[str, Any] | None, int]:
+    """The session's status (rebuilt from the log if missing or behind it) and the log's last seq."""
+    # The log, not the status, decides seq: a handler killed between its append and its status replace
+    # leaves the status one behind, and seq must not repeat. Replaying the log then also repairs the
+    # status. The tail read is one pread of a few KB.
+    last = fileio.last_record(events_file, chunk=8192)
+    last_seq = last["seq"] if last is not None and isinstance(last.get("seq"), int) else 0
+    status = _load_status(root, session_id)
+    if status is None or status["seq"] < last_seq:
+        status = _rebuild_status(root, session_id)
+    return status, last_seq
+
+
+def _append_ccm(
+    events_file: str, status: dict[str, Any], event: str, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """Append one of ccm's own records after the one just written; return the status folded with it."""
+    rec = record.ccm_record(status, event, status["seq"] + 1, record.iso_utc(time.time()), fields)
+    fileio.append_line(events_file, fileio.encode_line(rec))
+    return state.apply(status, rec)
+
+
+def append_ccm(root: str, session_id: str, event: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """For the CLI: append a ccm record (``ccm.watch``, ``ccm.watch_reset``) to a session's log under its
+    lock and replace its status. Returns the new status."""
+    paths.ensure_layout(root)
+    with fileio.FileLock(paths.lock_path(root, session_id), LOCK_TIMEOUT_S):
+        events_file = paths.events_path(root, session_id)
+        status, last_seq = _current(root, session_id, events_file)
+        if status is None:
+            from ccm_hooks.errors import CcmError
+
+            raise CcmError(f"session {session_id} has no events yet; start it first")
+        status = dict(status, seq=max(status["seq"], last_seq))
+        new_status = _append_ccm(events_file, status, event, fields)
+        fileio.atomic_write(paths.status_path(root, session_id), fileio.encode_line(new_status))
+    return new_status

@@ -70,6 +70,8 @@ def _status_action(st: dict[str, Any]) -> str:
     if state in ("waiting", "error", "ended"):
         return str(st.get("reason") or "")
     if state == "idle":
+        if st.get("reason"):  # watch mode said why it stopped here
+            return str(st["reason"])
         return "» " + str(st.get("last_assistant_message") or "")
     return str(st.get("current_action") or "")
 
@@ -149,6 +151,16 @@ def describe(rec: dict[str, Any]) -> str:
         return str(rec.get("agent_type") or "")
     if event == "PreCompact":
         return str(rec.get("trigger") or "")
+    if event == "ccm.watch":
+        w = rec.get("watch") or {}
+        settings = f"max {w.get('max_turns')} turns, prompt {w.get('prompt')!r}, source {w.get('source')}"
+        return f"watch {'on' if w.get('enabled') else 'off'} by {rec.get('by')}: {settings}"
+    if event == "ccm.watch_reset":
+        return f"watch run reset by {rec.get('by')}"
+    if event == "ccm.decision":
+        d = rec.get("decision") or {}
+        why = f" ({d.get('reason')})" if d.get("reason") else ""
+        return f"{d.get('action')}{why}: {d.get('detail')}"
     return action
 
 

@@ -22,7 +22,9 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("SHELL", "/bin/sh")
     monkeypatch.setenv("CCM_HOME", str(home / ".ccm"))
-    for var in ("TMUX", "TMUX_PANE", "CLAUDE_PROJECT_DIR", "CCM_TASK_ID", "CLAUDECODE"):
+    watch_vars = ("CCM_WATCH", "CCM_WATCH_MAX_TURNS", "CCM_WATCH_PROMPT", "CCM_WATCH_DONE_MARKER",
+                  "CCM_WATCH_NO_PROGRESS", "CLAUDE_CODE_STOP_HOOK_BLOCK_CAP")  # fmt: skip
+    for var in ("TMUX", "TMUX_PANE", "CLAUDE_PROJECT_DIR", "CCM_TASK_ID", "CLAUDECODE", *watch_vars):
         monkeypatch.delenv(var, raising=False)
     yield home
 

@@ -245,3 +245,23 @@ def test_real_handler_failure_shows_up(
     _, lines = run_doctor(healthy, capsys)
     if (ccm_home / "log" / "hooks.log").exists():
         assert any(line.startswith("warn 1 hook error(s)") for line in lines), lines
+
+
+def test_watch_config_mistakes_are_named(
+    healthy: Path, ccm_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = ccm_home / "config.toml"
+    config.write_text('[watch]\nenabled = true\nmax_turns = 0\n[projects."rel".watch]\nenabled = true\n')
+    code, lines = run_doctor(healthy, capsys)
+    assert code == 1
+    ignored = "(that setting is ignored)"
+    assert fixes(lines) == [
+        f"FIX  {config}: [watch]: max_turns must be a whole number from 1 to 10000 (got 0) {ignored}",
+        f'FIX  {config}: [projects."rel".watch]: the project must be an absolute directory {ignored}',
+    ]
+    config.write_text("[watch\n")
+    code, lines = run_doctor(healthy, capsys)
+    assert code == 1 and any("is not valid TOML" in line for line in fixes(lines))
+    config.write_text("[watch]\nenabled = true\n")
+    code, lines = run_doctor(healthy, capsys)
+    assert code == 0 and f"ok   watch defaults in {config}" in lines

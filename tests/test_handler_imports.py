@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO
 from tests.hookrun import FIXTURES
@@ -18,6 +20,7 @@ HOOK_MODULES = {
     "ccm_hooks.state",
     "ccm_hooks.store",
     "ccm_hooks.fileio",
+    "ccm_hooks.watch",
 }
 # Standard library, but each costs milliseconds per hook call; nothing on the hot path needs them.
 # json, re, enum and signal included: fastjson and _signal do their jobs without them (~13 ms together).
@@ -36,16 +39,31 @@ sys.stderr.write(repr(sorted(sys.modules)))
 """
 
 
-def _modules_after_one_event(name: str) -> set[str]:
+def _modules_after_one_event(name: str, env: dict[str, str] | None = None) -> set[str]:
     code = PROBE.format(repo=str(REPO), payload=str(FIXTURES / "payloads" / name))
-    proc = subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and proc.stdout == ""
+    proc = subprocess.run(
+        [sys.executable, "-IS", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.returncode == 0
+    if env:  # watch mode on: the Stop answers Claude with a block, and nothing else
+        assert proc.stdout == '{"decision":"block","reason":"continue"}'
+    else:
+        assert proc.stdout == ""
     return set(eval(proc.stderr))  # our own repr of a list of strings
 
 
-def test_handler_imports_only_the_standard_library() -> None:
-    for name in ("PostToolUse__Bash.json", "Stop__first.json"):
-        modules = _modules_after_one_event(name)
+def test_handler_imports_only_the_standard_library(tmp_path: Path) -> None:
+    cases = [
+        ("PostToolUse__Bash.json", None),
+        ("Stop__first.json", None),
+        ("Stop__first.json", {"CCM_WATCH": "1", "CCM_HOME": str(tmp_path)}),
+    ]
+    for name, env in cases:
+        modules = _modules_after_one_event(name, env)
         ours = {m for m in modules if m.split(".")[0] == "ccm_hooks"}
         assert ours <= HOOK_MODULES, ours - HOOK_MODULES
         foreign = {m for m in modules - ours - {"__main__"} if m.split(".")[0] not in sys.stdlib_module_names}

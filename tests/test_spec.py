@@ -106,12 +106,29 @@ def write_everything(home: Path) -> tuple[list[dict[str, Any]], list[dict[str, A
     for i, extra in enumerate(EXTRA):
         data = {"session_id": f"extra-{i}", "cwd": "/w", "permission_mode": "default", **extra}
         assert run_hook(data, env={**env, "CCM_TASK_ID": ""}).returncode == 0  # task_id is optional
+    write_watched_session(home, env)
     assert not (home / "log" / "hooks.log").exists()
     records = [
         json.loads(line) for p in (home / "events").glob("*.jsonl") for line in p.read_text().splitlines()
     ]
     statuses = [json.loads(p.read_text()) for p in (home / "status").glob("*.json")]
     return records, statuses
+
+
+def write_watched_session(home: Path, env: dict[str, str]) -> None:
+    """A watched session that meets every kind of ccm record and decision: continue, handoff, stop, reset."""
+    sid = "watched-1"
+    wenv = {**env, "CCM_HOME": str(home), "CCM_WATCH": "1", "CLAUDE_CODE_STOP_HOOK_BLOCK_CAP": "1"}
+    stop = {"session_id": sid, "cwd": "/w", "hook_event_name": "Stop", "last_assistant_message": "x"}
+    assert run_hook({**stop, "stop_hook_active": False}, env=wenv).stdout  # ccm.watch, then a continue
+    health = Path(paths.agentd_health_path(str(home)))
+    health.parent.mkdir(mode=0o700, exist_ok=True)
+    health.write_text("{}")
+    assert not run_hook({**stop, "stop_hook_active": True}, env=wenv).stdout  # cap reached: a handoff
+    prompt = {"session_id": sid, "cwd": "/w", "hook_event_name": "UserPromptSubmit", "prompt": "continue"}
+    assert run_hook(prompt, env=wenv).returncode == 0  # ccm-agentd typed it
+    assert not run_hook({**stop, "last_assistant_message": "[DONE]"}, env=wenv).stdout  # stop: done
+    store.append_ccm(str(home), sid, "ccm.watch_reset", {"by": "test"})
 
 
 @pytest.fixture(scope="module")
