@@ -1,15 +1,77 @@
-"""``ccm-agentd``: the daemon that acts on what the hooks record. Not built yet (issue 4); until then the
-command exists so install scripts and service files can name it, and says so plainly."""
+"""``ccm-agentd``: argument parsing only. Each command calls one function that returns an exit code.
+
+Exit codes as ``ccm-hooks``: 0 ok, 1 an expected failure (one line saying what to do), 3 unexpected
+(traceback in ``$CCM_HOME/log/cli.log``), 130 interrupted.
+"""
 
 from __future__ import annotations
 
-import sys
+from typing import Annotated
+
+import typer
+
+from ccm_hooks.error_boundary import run_command
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="The daemon that acts on what ccm's hooks record: continues, queued prompts, timeouts.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.command()
+def run() -> None:
+    """Run in the foreground until SIGTERM/SIGINT (SIGHUP reloads the config)."""
+
+    def call() -> int:
+        from ccm_agentd import daemon
+
+        return daemon.run_cmd()
+
+    raise typer.Exit(run_command(call, prog="ccm-agentd"))
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the health file as JSON.")] = False,
+) -> None:
+    """Is a daemon running for this state dir, and how is it doing (from its health file)."""
+
+    def call() -> int:
+        from ccm_agentd import daemon
+
+        return daemon.status_cmd(as_json)
+
+    raise typer.Exit(run_command(call, prog="ccm-agentd"))
+
+
+@app.command("install-service")
+def install_service(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the unit/plist, write nothing.")] = False,
+) -> None:
+    """Write and load a systemd user unit (Linux) or a launchd agent (macOS) that runs `ccm-agentd run`."""
+
+    def call() -> int:
+        from ccm_agentd import service
+
+        return service.install_service_cmd(dry_run)
+
+    raise typer.Exit(run_command(call, prog="ccm-agentd"))
+
+
+@app.command("uninstall-service")
+def uninstall_service() -> None:
+    """Stop and remove the service that install-service wrote."""
+
+    def call() -> int:
+        from ccm_agentd import service
+
+        return service.uninstall_service_cmd()
+
+    raise typer.Exit(run_command(call, prog="ccm-agentd"))
 
 
 def main() -> None:
-    print(
-        "ccm-agentd: the daemon is not built yet; the hooks already record everything "
-        "(see `ccm-hooks status --watch`)",
-        file=sys.stderr,
-    )
-    sys.exit(1)
+    app(prog_name="ccm-agentd")

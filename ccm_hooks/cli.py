@@ -143,6 +143,21 @@ def validate(
     raise typer.Exit(run_command(call))
 
 
+@app.command()
+def send(
+    session: Annotated[str, typer.Argument(help="Session id or unique prefix.")],
+    text: Annotated[str, typer.Argument(help="The prompt, one line.")],
+) -> None:
+    """Queue a prompt for a session; ccm-agentd types it into the session's tmux pane once it is idle."""
+
+    def call() -> int:
+        from ccm_hooks import sendqueue
+
+        return sendqueue.send_cmd(session, text)
+
+    raise typer.Exit(run_command(call))
+
+
 watch_app = typer.Typer(
     no_args_is_help=True,
     help="Watch mode: when a session stops, continue it, within limits (spec/watch.md).",

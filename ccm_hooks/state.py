@@ -75,6 +75,7 @@ def new_status(session_id: str, ts: str) -> Status:
         "tools_running": {},
         "waiting_tool_use_id": None,
         "watch": new_watch(),
+        "resume_at": None,
     }
 
 
@@ -142,6 +143,8 @@ def _set_state(st: Status, state: str, ts: str, reason: str | None = None) -> No
         st["state_since"] = ts
     st["state"] = state
     st["reason"] = reason
+    if state != "rate_limited":
+        st["resume_at"] = None
 
 
 def _end_turn(st: Status) -> None:
@@ -293,6 +296,8 @@ def _apply_ccm(st: Status, rec: dict[str, Any]) -> None:
         _reset_watch_run(st)  # turning watch on (again) starts a fresh run
     elif event == "ccm.watch_reset":
         _reset_watch_run(st)
+    elif event == "ccm.state":
+        _apply_daemon_state(st, rec)
     elif event == "ccm.decision":
         d = rec.get("decision") or {}
         w.update(
@@ -315,3 +320,16 @@ def _apply_ccm(st: Status, rec: dict[str, Any]) -> None:
         elif action == "continue" and idle:
             st["current_action"] = "thinking"  # Claude takes another turn at once; no UserPromptSubmit fires
             _set_state(st, "processing", rec["ts"], f"watch: {d.get('detail')}")
+
+
+def _apply_daemon_state(st: Status, rec: dict[str, Any]) -> None:
+    """ccm-agentd saw what hooks cannot: a session stalled, interrupted (idle), lost, or rate limited."""
+    change = rec.get("set_state") or {}
+    state = change.get("state")
+    if state not in STATES + RESERVED_STATES or st["state"] == "ended":
+        return
+    if state in ("idle", "ended", "rate_limited"):
+        _end_turn(st)
+    _set_state(st, state, rec["ts"], change.get("reason"))
+    if state == "rate_limited":
+        st["resume_at"] = change.get("resume_at")

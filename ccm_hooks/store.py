@@ -149,9 +149,15 @@ def _append_ccm(
     return state.apply(status, rec)
 
 
-def append_ccm(root: str, session_id: str, event: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """For the CLI: append a ccm record (``ccm.watch``, ``ccm.watch_reset``) to a session's log under its
-    lock and replace its status. Returns the new status."""
+def append_ccm(
+    root: str, session_id: str, event: str, fields: dict[str, Any], expect_seq: int | None = None
+) -> dict[str, Any] | None:
+    """For the CLI and ccm-agentd: append a ccm record (``ccm.watch``, ``ccm.state``, ...) to a session's
+    log under its lock and replace its status. Returns the new status.
+
+    With ``expect_seq``, nothing is written (and None returned) unless the log still ends at that seq: the
+    caller decided on that status, and a decision about a session that moved on meanwhile is stale.
+    """
     paths.ensure_layout(root)
     with fileio.FileLock(paths.lock_path(root, session_id), LOCK_TIMEOUT_S):
         events_file = paths.events_path(root, session_id)
@@ -161,6 +167,8 @@ def append_ccm(root: str, session_id: str, event: str, fields: dict[str, Any]) -
 
             raise CcmError(f"session {session_id} has no events yet; start it first")
         status = dict(status, seq=max(status["seq"], last_seq))
+        if expect_seq is not None and status["seq"] != expect_seq:
+            return None
         new_status = _append_ccm(events_file, status, event, fields)
         fileio.atomic_write(paths.status_path(root, session_id), fileio.encode_line(new_status))
     return new_status

@@ -65,13 +65,17 @@ def set_session(
     current = session_status(root, session_id).get("watch") or watch.new_watch()
     settings = {key: current.get(key, watch.DEFAULTS[key]) for key in watch.SETTING_KEYS}
     settings.update(changes, enabled=enabled, source="session")
-    return store.append_ccm(root, session_id, "ccm.watch", {"by": by, "watch": settings})
+    status = store.append_ccm(root, session_id, "ccm.watch", {"by": by, "watch": settings})
+    assert status is not None  # no expect_seq: always written
+    return status
 
 
 def reset_session(root: str, session_id: str, by: str) -> dict[str, Any]:
     """Start a fresh run: the auto-continue budget is whole again, a stop is cleared."""
     session_status(root, session_id)
-    return store.append_ccm(root, session_id, "ccm.watch_reset", {"by": by})
+    status = store.append_ccm(root, session_id, "ccm.watch_reset", {"by": by})
+    assert status is not None  # no expect_seq: always written
+    return status
 
 
 # --- defaults in config.toml ------------------------------------------------------------------------

@@ -16,6 +16,11 @@ if [ -n "$missing" ]; then
         exit 1
     fi
 fi
+# Optional: systemd-analyze checks the unit `ccm-agentd install-service` writes (its test skips without it).
+if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null 2>&1 ||
+        echo "dev-setup.sh: could not install systemd (optional); the unit's systemd-analyze test will skip" >&2
+fi
 if ! command -v npm >/dev/null 2>&1; then
     echo "dev-setup.sh: npm is missing; install Node.js 18+ and run again" >&2
     exit 1

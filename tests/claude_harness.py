@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -37,6 +36,7 @@ from typing import Any, NoReturn, TypeVar
 
 import pytest
 
+from ccm_agentd import screen
 from tests.fakeapi import FakeAnthropic
 
 __all__ = [
@@ -474,50 +474,12 @@ def wait_for_screen(
 
 # --- reading the TUI ------------------------------------------------------------------------------------
 
-_RULE = re.compile(r"^\s*─{20,}\s*$")
-_PROMPT = "❯"
-
-
-def _lines(screen: str) -> list[str]:
-    return screen.rstrip("\n").split("\n")
-
-
-def input_line(screen: str) -> str | None:
-    """The text of Claude's input box (after ``❯ ``) if the box is on screen, else None.
-
-    The box is a ``❯`` line with a horizontal rule right above it and another rule below (a long input
-    wraps onto more lines before that rule). Dialog choices such as ``❯ 1. Yes`` have no rules around them.
-    """
-    lines = _lines(screen)
-    for i, line in enumerate(lines):
-        if not line.startswith(_PROMPT) or i == 0 or not _RULE.match(lines[i - 1]):
-            continue
-        below = lines[i + 1 : i + 8]
-        end = next((j for j, text in enumerate(below) if _RULE.match(text)), None)
-        if end is None:
-            continue
-        parts = [line[len(_PROMPT) :].strip(), *(text.strip() for text in below[:end])]
-        return " ".join(p for p in parts if p)
-    return None
-
-
-def is_working(screen: str) -> bool:
-    """A turn is running: the footer offers ``esc to interrupt`` (spinner and ``Running…`` come with it)."""
-    return "esc to interrupt" in screen
-
-
-def has_permission_dialog(screen: str) -> bool:
-    """A tool permission dialog is open (the input box is replaced by Yes/No choices)."""
-    return "Do you want to proceed?" in screen
-
-
-def is_idle(screen: str, *, empty: bool = True) -> bool:
-    """Claude waits for input: input box shown, no turn running, no dialog. ``empty=False`` also
-    accepts a box that already holds typed text."""
-    box = input_line(screen)
-    if box is None or is_working(screen) or has_permission_dialog(screen):
-        return False
-    return box == "" or not empty
+# Reading the screen is production code (ccm-agentd decides from it whether a pane is idle): the tests use
+# exactly the same rules.
+input_line = screen.input_line
+is_working = screen.is_working
+has_permission_dialog = screen.has_dialog
+is_idle = screen.is_idle
 
 
 def wait_idle(pane: Pane, timeout: float = 60.0) -> str:

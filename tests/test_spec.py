@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from ccm_hooks import handler, paths, record, settings_merge, state, store, validate
+from ccm_hooks import handler, paths, record, sendqueue, settings_merge, state, store, validate
 from tests.conftest import REPO
 from tests.hookrun import FIXTURES, FULL_ENV, payload, run_hook
 
@@ -129,6 +129,13 @@ def write_watched_session(home: Path, env: dict[str, str]) -> None:
     assert run_hook(prompt, env=wenv).returncode == 0  # ccm-agentd typed it
     assert not run_hook({**stop, "last_assistant_message": "[DONE]"}, env=wenv).stdout  # stop: done
     store.append_ccm(str(home), sid, "ccm.watch_reset", {"by": "test"})
+    # ccm-agentd's records: a queued prompt, its delivery, and the states hooks cannot see.
+    item = sendqueue.enqueue(str(home), sid, "next task", by="test")["id"]
+    for outcome, extra in (("typing", {"text": "next task"}), ("delivered", {})):
+        delivery = {"item": item, "kind": "queued", "attempt": 1, "outcome": outcome, **extra, "detail": "d"}
+        store.append_ccm(str(home), sid, "ccm.delivery", {"delivery": delivery})
+    limited = {"state": "rate_limited", "reason": "usage limit", "resume_at": "2026-11-21T15:00:00.000000Z"}
+    store.append_ccm(str(home), sid, "ccm.state", {"set_state": limited})
 
 
 @pytest.fixture(scope="module")
