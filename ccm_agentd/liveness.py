@@ -18,6 +18,11 @@ BUSY = ("working", "processing")
 # Claude Code's usage-limit texts: "Claude usage limit reached|1732212000" (older), "5-hour limit reached ∙
 # resets 3pm", "You've hit your limit · resets 11:30am (Europe/Paris)", and API 429s.
 _LIMIT_RE = re.compile(r"usage limit|limit reached|hit your limit|rate.?limit|429", re.IGNORECASE)
+_NOTICE_RE = re.compile(
+    r"^(?:Claude AI usage limit reached"
+    r"|.{0,40}limit reached\s*[∙·|•]\s*resets"
+    r"|You've hit your (?:usage )?limit)"
+)
 _EPOCH_RE = re.compile(r"\|(\d{10})\b")
 _RESETS_RE = re.compile(
     r"resets?\s+(?:at\s+)?(\d{1,2})(?::(\d{2}))?\s*([ap]m)?(?:\s*\(([A-Za-z_]+/[A-Za-z_/+-]+|UTC)\))?",
@@ -39,9 +44,10 @@ def is_rate_limit(status: dict[str, Any]) -> bool:
     text = f"{status.get('error') or ''} {status.get('last_assistant_message') or ''}"
     if status.get("state") == "error":
         return bool(_LIMIT_RE.search(text))
-    # A limit can also end a turn "normally": Claude Code shows the limit message as the reply.
+    # A limit can also end a turn "normally": Claude Code shows its limit notice as the reply. Only the
+    # notice's own wording counts here; a reply that merely talks about rate limits must never be resumed.
     message = str(status.get("last_assistant_message") or "")
-    return status.get("state") == "idle" and len(message) < 300 and bool(_LIMIT_RE.search(message))
+    return status.get("state") == "idle" and len(message) < 300 and bool(_NOTICE_RE.search(message))
 
 
 def reset_time(text: str, now: float, default_wait: float) -> float:
