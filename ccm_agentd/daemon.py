@@ -19,12 +19,11 @@ import select
 import signal
 import sys
 import time
-import tomllib
 from typing import Any
 
 from ccm_agentd import delivery, liveness, notify, panes, sdnotify
 from ccm_agentd.metrics import Metrics
-from ccm_hooks import fileio, paths, reader, record, sendqueue, store, watch
+from ccm_hooks import fileio, paths, reader, record, sendqueue, store, watchcmd
 from ccm_hooks.errors import CcmError
 from ccm_hooks.fswatch import DirWatcher
 from ccm_hooks.views import format_age, parse_ts
@@ -48,14 +47,18 @@ def lock_path(root: str) -> str:
 
 def _config(root: str) -> dict[str, Any]:
     try:
-        with open(watch.config_path(root), "rb") as fh:
-            table = tomllib.load(fh).get("agentd", {})
-    except FileNotFoundError:
-        return {}
-    except tomllib.TOMLDecodeError as exc:
-        log.error("config.toml is not valid TOML, using defaults: %s", exc)
+        table = watchcmd.read_config(root).get("agentd", {})
+    except CcmError as exc:
+        log.error("using the defaults: %s", exc)
         return {}
     return table if isinstance(table, dict) else {}
+
+
+def by_state(statuses: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for st in statuses:
+        counts[str(st.get("state"))] = counts.get(str(st.get("state")), 0) + 1
+    return counts
 
 
 class JsonFormatter(logging.Formatter):
@@ -227,18 +230,11 @@ class Daemon:
         busy_overdue = (
             state in liveness.BUSY and now - (parse_ts(st.get("updated_at")) or now) >= self.cfg.stall_after_s
         )
-        if (
-            not busy_overdue
-            and not liveness.is_rate_limit(st)
-            and now - self.last_checked.get(sid, 0) < LIVENESS_S
-        ):
+        limited = liveness.is_rate_limit(st)
+        if not busy_overdue and not limited and now - self.last_checked.get(sid, 0) < self.liveness_s:
             return None
         self.last_checked[sid] = now
-        if (
-            state not in liveness.BUSY
-            and panes.pid_alive(st.get("claude_pid"))
-            and not liveness.is_rate_limit(st)
-        ):
+        if state not in liveness.BUSY and panes.pid_alive(st.get("claude_pid")) and not limited:
             return None  # claude still runs: not lost, and not busy so not stalled
         change = liveness.check(st, self.tmux, self.cfg, now)
         if change is None or change.get("state") == state:
@@ -287,13 +283,11 @@ class Daemon:
     # --- health and metrics ---------------------------------------------------------------------------
 
     def _write_health(self, state: str) -> None:
-        by_state: dict[str, int] = {}
-        for st in self.last_statuses:
-            by_state[str(st.get("state"))] = by_state.get(str(st.get("state")), 0) + 1
         health = {
             "v": 1, "pid": os.getpid(), "state": state, "started_at": record.iso_utc(self.started),
-            "heartbeat_at": record.iso_utc(time.time()), "state_dir": self.root, "sessions": by_state,
-            "deliveries": dict(self.counts), "loop_lag_ms": round(self.lag_ms, 1),
+            "heartbeat_at": record.iso_utc(time.time()), "state_dir": self.root,
+            "sessions": by_state(self.last_statuses), "deliveries": dict(self.counts),
+            "loop_lag_ms": round(self.lag_ms, 1),
         }  # fmt: skip
         paths.ensure_dir(agentd_dir(self.root))
         fileio.atomic_write(paths.agentd_health_path(self.root), fileio.encode_line(health))
@@ -306,10 +300,7 @@ class Daemon:
     def _write_metrics(self, statuses: list[dict[str, Any]], pending: int) -> None:
         m = self.metrics
         m.clear_gauge("ccm_sessions")
-        counts = dict.fromkeys(STATES, 0)
-        for st in statuses:
-            counts[str(st.get("state"))] = counts.get(str(st.get("state")), 0) + 1
-        for state, n in counts.items():
+        for state, n in {**dict.fromkeys(STATES, 0), **by_state(statuses)}.items():
             m.set_gauge("ccm_sessions", n, {"state": state}, help="Sessions by state.")
         m.set_gauge("ccm_queue_pending", pending, help="Queued prompts not yet delivered.")
         for outcome in ("typed", "delivered", "retry", "unconfirmed", "failed"):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ccm_agentd import panes, screen
-from ccm_hooks import paths, reader, sendqueue, store
+from ccm_hooks import paths, reader, sendqueue, state, store
 from ccm_hooks.views import parse_ts
 
 log = logging.getLogger("ccm_agentd.delivery")
@@ -65,13 +65,13 @@ class History:
 
     tail: reader.LogTail
     tracks: dict[str, Track] = field(default_factory=dict)
-    prompts: list[tuple[int, str]] = field(default_factory=list)  # (seq, prompt) of UserPromptSubmit
+    prompts: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (seq, UserPromptSubmit record)
 
     def update(self) -> None:
         for rec in self.tail.read_new():
             event = rec.get("event")
             if event == "UserPromptSubmit" and isinstance(rec.get("prompt"), str):
-                self.prompts.append((int(rec.get("seq") or 0), rec["prompt"]))
+                self.prompts.append((int(rec.get("seq") or 0), rec))
                 del self.prompts[:-50]
             elif event == "ccm.delivery":
                 d = rec.get("delivery") or {}
@@ -92,8 +92,7 @@ class History:
                     track.enter_again = False
 
     def prompt_after(self, seq: int, text: str) -> bool:
-        head = text[:64]
-        return any(s > seq and (p == text or p.startswith(head)) for s, p in self.prompts)
+        return any(s > seq and state.same_prompt(rec, text) for s, rec in self.prompts)
 
 
 class Deliverer:

@@ -88,16 +88,21 @@ def ancestors(pid: int, limit: int = 32) -> list[int]:
     return chain
 
 
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """Linux: the fields of /proc/<pid>/stat after the command name (state, ppid, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    return data[data.rfind(b")") + 2 :].split()
+
+
 def _parent(pid: int) -> int | None:
     if _LINUX:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                data = fh.read()
-        except OSError:
-            return None
-        # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-        fields = data[data.rfind(b")") + 2 :].split()
-        return int(fields[1]) if len(fields) > 1 else None
+        fields = _proc_stat(pid)
+        return int(fields[1]) if fields is not None and len(fields) > 1 else None
     import subprocess
 
     try:
@@ -119,10 +124,6 @@ def pid_alive(pid: object) -> bool:
         return True  # exists, owned by someone else
     if _LINUX:
         # A zombie has exited; its parent just has not reaped it yet (tmux can take seconds to).
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                data = fh.read()
-        except OSError:
-            return False
-        return data[data.rfind(b")") + 2 : data.rfind(b")") + 3] != b"Z"
+        fields = _proc_stat(pid)
+        return fields is not None and bool(fields) and fields[0] != b"Z"
     return True

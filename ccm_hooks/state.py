@@ -268,14 +268,15 @@ def _watch_prompt(st: Status, rec: dict[str, Any]) -> None:
     """A prompt is a person's (a new run) unless it is the continuation handed to ccm-agentd arriving."""
     w = st["watch"]
     handoff = w.get("handoff")
-    if isinstance(handoff, dict) and _same_prompt(rec, handoff.get("prompt")):
+    if isinstance(handoff, dict) and same_prompt(rec, handoff.get("prompt")):
         # Typed into the pane: Claude's count of Stop-hook blocks restarts; our count of continues goes on.
         w.update(handoff=None, blocks=0, tool_mark=int(st["counters"].get("tool_uses") or 0))
     else:
         _reset_watch_run(st)
 
 
-def _same_prompt(rec: dict[str, Any], wanted: object) -> bool:
+def same_prompt(rec: dict[str, Any], wanted: object) -> bool:
+    """A UserPromptSubmit record is ``wanted``, typed by ccm (also when the record's prompt was clipped)."""
     prompt = rec.get("prompt")
     if not isinstance(wanted, str) or not isinstance(prompt, str):
         return False

@@ -11,6 +11,8 @@ from typing import Any
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HANDLER = str(Path(sys.executable).parent / "ccm-hook")
+CCM_HOOKS = str(Path(sys.executable).parent / "ccm-hooks")
+MINIMAL_PATH = "/usr/bin:/bin"  # claude's PATH in e2e tests: no venv, as tmux, launchd and cron start it
 # Every optional common field and every process field set, as under ccm in tmux; CCM_FIELD_CAP="" means
 # the default whatever the developer's environment says.
 FULL_ENV = {
@@ -63,3 +65,11 @@ def read_log(home: Path, session_id: str) -> list[dict[str, Any]]:
 def read_status(home: Path, session_id: str) -> dict[str, Any]:
     result: dict[str, Any] = json.loads((home / "status" / f"{session_id}.json").read_text())
     return result
+
+
+def install_hooks(project: Path) -> None:
+    """``ccm-hooks install`` into a scratch project, as a user would run it."""
+    out = subprocess.run(
+        [CCM_HOOKS, "install", "--project", str(project)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr

@@ -29,11 +29,10 @@ from tests.claude_harness import (
     wait_idle,
 )
 from tests.fakeapi import FakeAnthropic, Script, text, tool_use
-from tests.hookrun import read_log, read_status
+from tests.hookrun import CCM_HOOKS, MINIMAL_PATH, install_hooks, read_log, read_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux]
 BIN = Path(sys.executable).parent
-MINIMAL_PATH = "/usr/bin:/bin"
 
 
 class Agentd:
@@ -82,11 +81,7 @@ def agentd(ccm_home: Path) -> Iterator[Agentd]:
 
 
 def _ccm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "ccm-hooks"), *args], capture_output=True, text=True, timeout=60)
-
-
-def _install(project: Path) -> None:
-    assert _ccm("install", "--project", str(project)).returncode == 0
+    return subprocess.run([CCM_HOOKS, *args], capture_output=True, text=True, timeout=60)
 
 
 def _session(home: Path) -> str:
@@ -113,15 +108,23 @@ def _start(
     return pane
 
 
+def _idle_session(
+    tmux_server: TmuxServer, claude_bin: str, project: Path, api: FakeAnthropic, home: Path, prompt: str
+) -> tuple[Pane, str]:
+    """Claude in tmux after one turn: its status is idle and knows its pane."""
+    pane = _start(tmux_server, claude_bin, project, api)
+    submit(pane, prompt)
+    sid = _session(home)
+    wait_for(lambda: read_status(home, sid)["state"] == "idle", what="idle")
+    return pane, sid
+
+
 def test_a_queued_prompt_reaches_an_idle_session_exactly_once(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
-    _install(project_dir)
-    pane = _start(tmux_server, claude_bin, project_dir, fake_api)
-    submit(pane, "first prompt")
-    sid = _session(ccm_home)
-    wait_for(lambda: read_status(ccm_home, sid)["state"] == "idle", what="idle")
+    install_hooks(project_dir)
+    pane, sid = _idle_session(tmux_server, claude_bin, project_dir, fake_api, ccm_home, "first prompt")
     agentd.start()
     out = _ccm("send", sid[:8], "the queued prompt")
     assert out.returncode == 0, out.stderr
@@ -146,7 +149,7 @@ def test_a_prompt_queued_while_the_session_works_waits_for_idle(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
-    _install(project_dir)
+    install_hooks(project_dir)
     fake_api.responder = Script([
         [tool_use("Bash", {"command": "sleep 4", "description": "slow"})], [text("slow step done")],
     ])  # fmt: skip
@@ -168,7 +171,7 @@ def test_nothing_is_typed_while_a_permission_dialog_is_open(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
-    _install(project_dir)
+    install_hooks(project_dir)
     fake_api.responder = Script([[tool_use("Bash", {"command": "echo x > perm.txt", "description": "ask"})]])
     pane = _start(tmux_server, claude_bin, project_dir, fake_api, args=("--permission-mode", "default"))
     agentd.start()
@@ -188,7 +191,7 @@ def test_watch_max_turns_12_goes_past_claudes_cap_through_tmux(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
-    _install(project_dir)
+    install_hooks(project_dir)
     fake_api.responder = lambda body: [text("Still going.")]
     watch_env = {"CCM_WATCH": "1", "CCM_WATCH_MAX_TURNS": "12", "CCM_WATCH_NO_PROGRESS": "50"}
     pane = _start(tmux_server, claude_bin, project_dir, fake_api, extra=watch_env)
@@ -214,11 +217,8 @@ def test_a_killed_pane_becomes_ended_lost(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
-    _install(project_dir)
-    pane = _start(tmux_server, claude_bin, project_dir, fake_api)
-    submit(pane, "hello")
-    sid = _session(ccm_home)
-    wait_for(lambda: read_status(ccm_home, sid)["state"] == "idle", what="idle")
+    install_hooks(project_dir)
+    pane, sid = _idle_session(tmux_server, claude_bin, project_dir, fake_api, ccm_home, "hello")
     agentd.start()
     # Killed hard, claude fires no SessionEnd (a plain kill-pane gets one: SIGHUP is handled).
     pid = int(tmux_server.run("display-message", "-p", "-t", pane.pane_id, "#{pane_pid}").stdout)
@@ -234,11 +234,8 @@ def test_sigkill_mid_delivery_then_restart_delivers_exactly_once(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
-    _install(project_dir)
-    pane = _start(tmux_server, claude_bin, project_dir, fake_api)
-    submit(pane, "first")
-    sid = _session(ccm_home)
-    wait_for(lambda: read_status(ccm_home, sid)["state"] == "idle", what="idle")
+    install_hooks(project_dir)
+    pane, sid = _idle_session(tmux_server, claude_bin, project_dir, fake_api, ccm_home, "first")
     agentd.start()
     assert _ccm("send", sid, "only once please").returncode == 0
     # Kill the daemon the moment its typing record is in the log: mid-delivery.

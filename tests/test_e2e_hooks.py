@@ -5,7 +5,6 @@ venv, as tmux, launchd and cron would start it: the registered commands must fin
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,18 +22,9 @@ from tests.claude_harness import (
     wait_idle,
 )
 from tests.fakeapi import FakeAnthropic, Script, text, tool_use
-from tests.hookrun import read_log, read_status
+from tests.hookrun import CCM_HOOKS, MINIMAL_PATH, install_hooks, read_log, read_status
 
 pytestmark = pytest.mark.e2e
-CLI = str(Path(sys.executable).parent / "ccm-hooks")
-MINIMAL_PATH = "/usr/bin:/bin"
-
-
-def _install(project: Path) -> None:
-    out = subprocess.run(
-        [CLI, "install", "--project", str(project)], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
 
 
 def _sessions(home: Path) -> list[str]:
@@ -58,7 +48,7 @@ def _run_p(
 def test_p_run_with_one_bash_call(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path
 ) -> None:
-    _install(project_dir)
+    install_hooks(project_dir)
     fake_api.responder = Script(
         [[tool_use("Bash", {"command": "echo hi > out.txt", "description": "write"})], [text("Wrote it.")]]
     )
@@ -96,7 +86,7 @@ def test_p_run_with_one_bash_call(
 def test_p_run_with_two_parallel_bash_calls(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path
 ) -> None:
-    _install(project_dir)
+    install_hooks(project_dir)
     fake_api.responder = Script([
         [tool_use("Bash", {"command": "echo a > a.txt", "description": "a"}),
          tool_use("Bash", {"command": "echo b > b.txt", "description": "b"})],
@@ -119,7 +109,7 @@ def test_p_run_with_two_parallel_bash_calls(
 def test_p_run_with_a_failing_bash_call(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path
 ) -> None:
-    _install(project_dir)
+    install_hooks(project_dir)
     fake_api.responder = Script([
         [tool_use("Bash", {"command": "echo oops >&2; exit 3", "description": "fail"})],
         [text("It failed.")],
@@ -140,10 +130,10 @@ def test_p_run_with_a_failing_bash_call(
 def test_validate_accepts_what_real_sessions_wrote(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path
 ) -> None:
-    _install(project_dir)
+    install_hooks(project_dir)
     fake_api.responder = Script([[tool_use("Bash", {"command": "true", "description": "t"})], [text("ok")]])
     _run_p(claude_bin, project_dir, fake_api, "go")
-    out = subprocess.run([CLI, "validate"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([CCM_HOOKS, "validate"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -151,7 +141,7 @@ def test_validate_accepts_what_real_sessions_wrote(
 def test_interactive_session_in_tmux_idle_then_waiting(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path, tmux_server: TmuxServer
 ) -> None:
-    _install(project_dir)
+    install_hooks(project_dir)
     fake_api.responder = Script([
         [text("Hello from the model.")],
         [tool_use("Bash", {"command": "echo approved > perm.txt", "description": "needs permission"})],

@@ -5,7 +5,6 @@ tmux. What is counted is what the model server received: requests whose last use
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,22 +21,16 @@ from tests.claude_harness import (
     wait_idle,
 )
 from tests.fakeapi import FakeAnthropic, last_user_is_tool_result, text, tool_use
-from tests.hookrun import read_log, read_status
+from tests.hookrun import CCM_HOOKS, MINIMAL_PATH, install_hooks, read_log, read_status
 
 pytestmark = pytest.mark.e2e
-CLI = str(Path(sys.executable).parent / "ccm-hooks")
-MINIMAL_PATH = "/usr/bin:/bin"
 FEEDBACK = "Stop hook feedback:\n"
 
 
 def _ccm(*args: str) -> str:
-    out = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([CCM_HOOKS, *args], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
-
-
-def _install(project: Path) -> None:
-    _ccm("install", "--project", str(project))
 
 
 def _only_session(home: Path) -> str:
@@ -77,7 +70,7 @@ def _run_p(claude_bin: str, project: Path, api: FakeAnthropic, env: dict[str, st
 def test_p_max_turns_3_gives_exactly_3_continuations(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path
 ) -> None:
-    _install(project_dir)
+    install_hooks(project_dir)
     # Set as the project's default, before the session starts (no-progress raised: replies use no tool).
     _ccm("watch", "on", "--project", str(project_dir), "--max-turns", "3", "--no-progress", "10")
     fake_api.responder = _talker()
@@ -107,7 +100,7 @@ def test_p_max_turns_3_gives_exactly_3_continuations(
 def test_p_done_marker_stops_at_once(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path
 ) -> None:
-    _install(project_dir)
+    install_hooks(project_dir)
     replies = iter(["First part done.", "All finished. [DONE]"])
     fake_api.responder = lambda body: [text(next(replies, "unexpected extra turn"))]
     _run_p(claude_bin, project_dir, fake_api, {"CCM_WATCH": "1", "CCM_WATCH_MAX_TURNS": "10"})
@@ -122,7 +115,7 @@ def test_p_done_marker_stops_at_once(
 def test_p_replies_without_tools_stop_after_k_turns(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path
 ) -> None:
-    _install(project_dir)
+    install_hooks(project_dir)
     fake_api.responder = _talker()
     _run_p(claude_bin, project_dir, fake_api, {"CCM_WATCH": "on", "CCM_WATCH_MAX_TURNS": "10"})
     # The default K is 2: two auto-continued turns without a tool call, then stop.
@@ -135,7 +128,7 @@ def test_p_replies_without_tools_stop_after_k_turns(
 def test_p_max_turns_12_with_a_tool_every_turn(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path
 ) -> None:
-    _install(project_dir)
+    install_hooks(project_dir)
     fake_api.responder = _tool_user
     _run_p(claude_bin, project_dir, fake_api, {"CCM_WATCH": "1", "CCM_WATCH_MAX_TURNS": "12"})
     assert _continuations(fake_api) == 12
@@ -154,7 +147,7 @@ def test_p_max_turns_12_with_a_tool_every_turn(
 def test_p_claude_codes_block_cap_is_never_hit(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path, cap: str | None
 ) -> None:
-    _install(project_dir)
+    install_hooks(project_dir)
     fake_api.responder = _talker()
     env = {"CCM_WATCH": "1", "CCM_WATCH_MAX_TURNS": "12", "CCM_WATCH_NO_PROGRESS": "20"}
     if cap:
@@ -178,7 +171,7 @@ def test_p_claude_codes_block_cap_is_never_hit(
 def test_interactive_max_turns_then_a_typed_prompt_starts_a_new_run(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path, tmux_server: TmuxServer
 ) -> None:
-    _install(project_dir)
+    install_hooks(project_dir)
     fake_api.responder = _talker()
     env = claude_env(
         fake_api,
