@@ -198,10 +198,14 @@ def test_interactive_view_toggles_watch_and_follows_changes(tmux_server: TmuxSer
     # Sessions made while top runs show up: the status dir is watched.
     idle_session(A, "/src/alpha")
     working_session(B, "/src/beta", LONG_COMMAND)
-    screen = wait_for_screen(pane, lambda s: "ccm top: 2 sessions" in s and len(rows(s)) == 2, 15)
+    # B passes through `processing` on its way to `working`: wait for the last of its three events.
+    screen = wait_for_screen(
+        pane, lambda s: len(rows(s)) == 2 and row_of(s, B).split()[1:2] == ["working"], 15
+    )
+    assert "ccm top: 2 sessions" in screen
     assert rows(screen) == [B[:8], A[:8]]  # newest first
     assert max(len(line) for line in screen.splitlines()) <= 80
-    assert row_of(screen, B).endswith("…") and row_of(screen, B).split()[:2] == [B[:8], "working"]
+    assert row_of(screen, B).endswith("…")
     assert selected(pane) == A[:8]  # the selection stayed on the session it was on
 
     # k moves up to B; w turns its watch on, then off again, recorded in that session's log.
