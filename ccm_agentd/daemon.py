@@ -100,7 +100,8 @@ class Daemon:
         self.waiting_notify_s = 120.0
         self.liveness_s = LIVENESS_S
         self.last_checked: dict[str, float] = {}
-        self.jitter: dict[str, float] = {}
+        self.jitter: dict[str, float] = {}  # resume item id -> its jitter, drawn once
+        self.resume_prompt = "continue"
         self.next_heartbeat = 0.0
         self.lag_ms = 0.0
         self.last_statuses: list[dict[str, Any]] = []
@@ -117,6 +118,10 @@ class Daemon:
         )
         self.waiting_notify_s = num.get("waiting_notify_after_s", 120.0)
         self.liveness_s = num.get("liveness_s", LIVENESS_S)
+        # Typed with send-keys -l: one line, or its newlines would submit it in pieces.
+        prompt = table.get("resume_prompt")
+        one_line = isinstance(prompt, str) and prompt.strip() and "\n" not in prompt.strip()
+        self.resume_prompt = str(prompt).strip() if one_line else "continue"
         commands = table.get("notify_commands")
         commands = [c for c in commands if isinstance(c, str)] if isinstance(commands, list) else None
         desktop = table.get("notify_desktop", True) is not False
@@ -125,7 +130,12 @@ class Daemon:
             self.notifier = notify.Notifier(self.root, commands, desktop=desktop, timeout=timeout)
         else:  # in place: running notifiers, counters and the dedupe set survive a reload
             self.notifier.configure(commands, desktop=desktop, timeout=timeout)
-        log.info("config loaded: %s", {**vars(self.cfg), "waiting_notify_after_s": self.waiting_notify_s})
+        loaded = {
+            **vars(self.cfg),
+            "waiting_notify_after_s": self.waiting_notify_s,
+            "resume_prompt": self.resume_prompt,
+        }
+        log.info("config loaded: %s", loaded)
 
     # --- the loop -------------------------------------------------------------------------------------
 
@@ -248,12 +258,14 @@ class Daemon:
     def _deliver(self, st: dict[str, Any], queued: list[dict[str, Any]], now: float) -> float | None:
         items = self.deliverer.items_for(st, queued)
         if st.get("state") == "rate_limited":
-            sid = str(st.get("session_id"))
-            jitter = self.jitter.setdefault(sid, random.uniform(0, self.cfg.rate_limit_jitter_s))
+            item = delivery.Item(
+                f"resume-{st.get('state_since')}", str(st.get("session_id")), self.resume_prompt, "resume"
+            )
+            jitter = self.jitter.setdefault(item.id, random.uniform(0, self.cfg.rate_limit_jitter_s))
             resume = liveness.resume_due(st, jitter)
             if resume is not None and now < resume:
                 return resume
-            items.append(delivery.Item(f"resume-{st.get('state_since')}", sid, "continue", "resume"))
+            items.append(item)
         return self.deliverer.step(st, items, now)
 
     def _notify(self, st: dict[str, Any], now: float) -> None:

@@ -35,6 +35,7 @@ log = logging.getLogger("ccm_agentd.delivery")
 CONFIRM_S = 5.0  # after Enter, how long a UserPromptSubmit may take before we look at the pane
 GIVE_UP_S = 60.0  # a busy pane with no UserPromptSubmit this long after Enter: unconfirmed
 SHOW_TEXT_S = 2.0  # how long the typed text may take to appear in the input box
+SETTLE_POLL_S = 0.02  # the quickest look again at a pane not yet idle (one capture-pane costs about 2 ms)
 BACKOFF_S = (2.0, 5.0, 15.0, 30.0, 60.0)  # before attempts 2, 3, ...; past the last one: failed
 FINAL = ("delivered", "unconfirmed", "failed")
 
@@ -180,7 +181,13 @@ class Deliverer:
         ok, why = self.pane_is_idle(status)
         if not ok:
             log.debug("not typing %s into %s: %s", item.id, item.session_id[:8], why)
-            return now + 2.0 if status.get("tmux_pane") else None  # the screen may settle without an event
+            if not status.get("tmux_pane"):
+                return None
+            # The screen settles without a hook event: Claude Code fires Stop before it redraws its prompt
+            # (bench/agentd_delivery.py). Look again soon after the status change, then less and less often
+            # (a tenth of the time since), up to every 2 s: about 40 looks in the first 5 s, not 250.
+            since = parse_ts(status.get("state_since")) or 0.0
+            return now + min(2.0, max(SETTLE_POLL_S, (now - since) / 10))
         typing = self._record(
             status, item, attempt, "typing", f"attempt {attempt}", text=item.text, expect=status["seq"]
         )
@@ -209,7 +216,7 @@ class Deliverer:
                 return True
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     # --- confirming -----------------------------------------------------------------------------------
 

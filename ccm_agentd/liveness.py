@@ -40,10 +40,15 @@ class Config:
     rate_limit_jitter_s: float = 60.0
 
 
+def _limit_text(status: dict[str, Any]) -> str:
+    """The error and the reply, once: a StopFailure's ``error`` already holds its message."""
+    error, message = str(status.get("error") or ""), str(status.get("last_assistant_message") or "")
+    return error if message in error else f"{error} {message}".strip()
+
+
 def is_rate_limit(status: dict[str, Any]) -> bool:
-    text = f"{status.get('error') or ''} {status.get('last_assistant_message') or ''}"
     if status.get("state") == "error":
-        return bool(_LIMIT_RE.search(text))
+        return bool(_LIMIT_RE.search(_limit_text(status)))
     # A limit can also end a turn "normally": Claude Code shows its limit notice as the reply. Only the
     # notice's own wording counts here; a reply that merely talks about rate limits must never be resumed.
     message = str(status.get("last_assistant_message") or "")
@@ -108,13 +113,13 @@ def check(status: dict[str, Any], tmux: panes.Tmux, cfg: Config, now: float) -> 
         seen = "the pane shows it still working" if shown is not None else "no pane to look at"
         return {"state": "stalled", "reason": f"no hook event for {int(quiet)} s; {seen}"}
     if is_rate_limit(status):
-        text = f"{status.get('error') or ''} {status.get('last_assistant_message') or ''}"
+        text = _limit_text(status)
         resume = reset_time(text, now, cfg.rate_limit_wait_s)
         from ccm_hooks.record import iso_utc
 
         return {
             "state": "rate_limited",
-            "reason": f"usage limit: {text.strip()[:200]}",
+            "reason": f"usage limit: {text[:200]}",
             "resume_at": iso_utc(resume),
         }
     return None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.agentdrun import agentd  # noqa: F401
 from tests.claude_harness import *  # noqa: F403
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,115 +8,26 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.agentdrun import BIN, Agentd, ccm, deliveries, idle_session, said, session_of, start_in_tmux
 from tests.claude_harness import (
-    Pane,
     TmuxServer,
     capture,
-    claude_env,
     has_permission_dialog,
-    start_claude,
     submit,
     wait_for,
     wait_for_screen,
     wait_idle,
 )
 from tests.fakeapi import FakeAnthropic, Script, text, tool_use
-from tests.hookrun import CCM_HOOKS, MINIMAL_PATH, install_hooks, read_log, read_status
+from tests.hookrun import install_hooks, read_log, read_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux]
-BIN = Path(sys.executable).parent
-
-
-class Agentd:
-    """``ccm-agentd run`` as a child process with the test's state dir."""
-
-    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
-        self.home = home
-        self.env = {**os.environ, **(env or {})}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Agentd:
-        self.proc = subprocess.Popen(
-            [str(BIN / "ccm-agentd"), "run"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        wait_for(lambda: (self.home / "agentd" / "health.json").exists() or self.proc.poll() is not None)
-        assert self.proc.poll() is None, self.proc.communicate()
-        return self
-
-    def kill(self, sig: int = signal.SIGKILL) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
-
-    def log(self) -> str:
-        path = self.home / "log" / "agentd.log"
-        return path.read_text() if path.exists() else ""
-
-
-@pytest.fixture
-def agentd(ccm_home: Path) -> Iterator[Agentd]:
-    ccm_home.mkdir(parents=True, exist_ok=True)
-    (ccm_home / "config.toml").write_text("[agentd]\nliveness_s = 0.5\nnotify_desktop = false\n")
-    daemons: list[Agentd] = []
-
-    def make(env: dict[str, str] | None = None) -> Agentd:
-        d = Agentd(ccm_home, env)
-        daemons.append(d)
-        return d
-
-    d = make()
-    d.make = make  # type: ignore[attr-defined]
-    yield d
-    for one in daemons:
-        if one.proc is not None and one.proc.poll() is None:
-            one.kill()
-
-
-def _ccm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CCM_HOOKS, *args], capture_output=True, text=True, timeout=60)
-
-
-def _session(home: Path) -> str:
-    return wait_for(lambda: [p.stem for p in (home / "status").glob("*.json")], what="a session")[0]
-
-
-def _deliveries(home: Path, sid: str) -> list[dict[str, Any]]:
-    return [r["delivery"] for r in read_log(home, sid) if r["event"] == "ccm.delivery"]
-
-
-def _said(api: FakeAnthropic, prompt: str) -> int:
-    return sum(1 for r in api.main_requests() if r.last_user_text == prompt)
-
-
-def _start(
-    tmux_server: TmuxServer, claude_bin: str, project: Path, api: FakeAnthropic, args: tuple[str, ...] = (),
-    extra: dict[str, str] | None = None,
-) -> Pane:  # fmt: skip
-    env = claude_env(api, {"PATH": MINIMAL_PATH, **(extra or {})})
-    pane = start_claude(
-        tmux_server, claude_bin, project, env, args=args or ("--dangerously-skip-permissions",)
-    )
-    wait_idle(pane)
-    return pane
-
-
-def _idle_session(
-    tmux_server: TmuxServer, claude_bin: str, project: Path, api: FakeAnthropic, home: Path, prompt: str
-) -> tuple[Pane, str]:
-    """Claude in tmux after one turn: its status is idle and knows its pane."""
-    pane = _start(tmux_server, claude_bin, project, api)
-    submit(pane, prompt)
-    sid = _session(home)
-    wait_for(lambda: read_status(home, sid)["state"] == "idle", what="idle")
-    return pane, sid
 
 
 def test_a_queued_prompt_reaches_an_idle_session_exactly_once(
@@ -124,16 +35,16 @@ def test_a_queued_prompt_reaches_an_idle_session_exactly_once(
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
     install_hooks(project_dir)
-    pane, sid = _idle_session(tmux_server, claude_bin, project_dir, fake_api, ccm_home, "first prompt")
+    pane, sid = idle_session(tmux_server, claude_bin, project_dir, fake_api, ccm_home, "first prompt")
     agentd.start()
-    out = _ccm("send", sid[:8], "the queued prompt")
+    out = ccm("send", sid[:8], "the queued prompt")
     assert out.returncode == 0, out.stderr
     assert "warning" not in out.stderr
-    wait_for(lambda: _said(fake_api, "the queued prompt") == 1, timeout=30, what="the prompt at the model")
-    wait_for(lambda: [d["outcome"] for d in _deliveries(ccm_home, sid)] == ["typing", "delivered"])
+    wait_for(lambda: said(fake_api, "the queued prompt") == 1, timeout=30, what="the prompt at the model")
+    wait_for(lambda: [d["outcome"] for d in deliveries(ccm_home, sid)] == ["typing", "delivered"])
     wait_idle(pane)
     time.sleep(1.0)  # nothing more may arrive
-    assert _said(fake_api, "the queued prompt") == 1
+    assert said(fake_api, "the queued prompt") == 1
     assert not list((ccm_home / "queue").glob("*.json"))
     assert len(list((ccm_home / "queue" / "done").glob("*.json"))) == 1
     events = [r["event"] for r in read_log(ccm_home, sid)]
@@ -153,18 +64,18 @@ def test_a_prompt_queued_while_the_session_works_waits_for_idle(
     fake_api.responder = Script([
         [tool_use("Bash", {"command": "sleep 4", "description": "slow"})], [text("slow step done")],
     ])  # fmt: skip
-    pane = _start(tmux_server, claude_bin, project_dir, fake_api)
+    pane = start_in_tmux(tmux_server, claude_bin, project_dir, fake_api)
     agentd.start()
     submit(pane, "do the slow thing")
-    sid = _session(ccm_home)
+    sid = session_of(ccm_home)
     wait_for(lambda: read_status(ccm_home, sid)["state"] == "working", what="working")
-    assert _ccm("send", sid, "after the slow thing").returncode == 0
-    wait_for(lambda: _said(fake_api, "after the slow thing") == 1, timeout=40, what="delivery after idle")
+    assert ccm("send", sid, "after the slow thing").returncode == 0
+    wait_for(lambda: said(fake_api, "after the slow thing") == 1, timeout=40, what="delivery after idle")
     log = read_log(ccm_home, sid)
     stop = next(r["seq"] for r in log if r["event"] == "Stop")
     typing = next(r["seq"] for r in log if r["event"] == "ccm.delivery")
     assert typing > stop  # typed only once the turn was over
-    assert _said(fake_api, "after the slow thing") == 1
+    assert said(fake_api, "after the slow thing") == 1
 
 
 def test_nothing_is_typed_while_a_permission_dialog_is_open(
@@ -173,17 +84,19 @@ def test_nothing_is_typed_while_a_permission_dialog_is_open(
 ) -> None:  # fmt: skip
     install_hooks(project_dir)
     fake_api.responder = Script([[tool_use("Bash", {"command": "echo x > perm.txt", "description": "ask"})]])
-    pane = _start(tmux_server, claude_bin, project_dir, fake_api, args=("--permission-mode", "default"))
+    pane = start_in_tmux(
+        tmux_server, claude_bin, project_dir, fake_api, args=("--permission-mode", "default")
+    )
     agentd.start()
     submit(pane, "write the file")
     wait_for_screen(pane, has_permission_dialog, what="the permission dialog")
-    sid = _session(ccm_home)
+    sid = session_of(ccm_home)
     wait_for(lambda: read_status(ccm_home, sid)["state"] == "waiting", what="waiting")
-    assert _ccm("send", sid, "do not approve anything").returncode == 0
+    assert ccm("send", sid, "do not approve anything").returncode == 0
     time.sleep(3.0)  # many daemon passes (liveness every 0.5 s): none may type
     assert has_permission_dialog(capture(pane))
     assert not (project_dir / "perm.txt").exists()
-    assert _deliveries(ccm_home, sid) == []
+    assert deliveries(ccm_home, sid) == []
     assert len(list((ccm_home / "queue").glob("*.json"))) == 1
 
 
@@ -194,10 +107,10 @@ def test_watch_max_turns_12_goes_past_claudes_cap_through_tmux(
     install_hooks(project_dir)
     fake_api.responder = lambda body: [text("Still going.")]
     watch_env = {"CCM_WATCH": "1", "CCM_WATCH_MAX_TURNS": "12", "CCM_WATCH_NO_PROGRESS": "50"}
-    pane = _start(tmux_server, claude_bin, project_dir, fake_api, extra=watch_env)
+    pane = start_in_tmux(tmux_server, claude_bin, project_dir, fake_api, extra=watch_env)
     agentd.start()
     submit(pane, "keep going")
-    sid = _session(ccm_home)
+    sid = session_of(ccm_home)
 
     def decisions() -> list[dict[str, Any]]:
         return [r["decision"] for r in read_log(ccm_home, sid) if r["event"] == "ccm.decision"]
@@ -208,9 +121,9 @@ def test_watch_max_turns_12_goes_past_claudes_cap_through_tmux(
         ("continue", n) for n in (10, 11, 12)
     ] + [("stop", 12)]
     assert decisions()[-1]["reason"] == "max_turns"
-    assert _said(fake_api, "Stop hook feedback:\ncontinue") == 11
-    assert _said(fake_api, "continue") == 1  # the 9th, typed into the pane
-    assert [d["outcome"] for d in _deliveries(ccm_home, sid)] == ["typing", "delivered"]
+    assert said(fake_api, "Stop hook feedback:\ncontinue") == 11
+    assert said(fake_api, "continue") == 1  # the 9th, typed into the pane
+    assert [d["outcome"] for d in deliveries(ccm_home, sid)] == ["typing", "delivered"]
 
 
 def test_a_killed_pane_becomes_ended_lost(
@@ -218,7 +131,7 @@ def test_a_killed_pane_becomes_ended_lost(
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
     install_hooks(project_dir)
-    pane, sid = _idle_session(tmux_server, claude_bin, project_dir, fake_api, ccm_home, "hello")
+    pane, sid = idle_session(tmux_server, claude_bin, project_dir, fake_api, ccm_home, "hello")
     agentd.start()
     # Killed hard, claude fires no SessionEnd (a plain kill-pane gets one: SIGHUP is handled).
     pid = int(tmux_server.run("display-message", "-p", "-t", pane.pane_id, "#{pane_pid}").stdout)
@@ -235,18 +148,18 @@ def test_sigkill_mid_delivery_then_restart_delivers_exactly_once(
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
     install_hooks(project_dir)
-    pane, sid = _idle_session(tmux_server, claude_bin, project_dir, fake_api, ccm_home, "first")
+    pane, sid = idle_session(tmux_server, claude_bin, project_dir, fake_api, ccm_home, "first")
     agentd.start()
-    assert _ccm("send", sid, "only once please").returncode == 0
+    assert ccm("send", sid, "only once please").returncode == 0
     # Kill the daemon the moment its typing record is in the log: mid-delivery.
-    wait_for(lambda: any(d["outcome"] == "typing" for d in _deliveries(ccm_home, sid)), interval=0.002)
+    wait_for(lambda: any(d["outcome"] == "typing" for d in deliveries(ccm_home, sid)), interval=0.002)
     agentd.kill(signal.SIGKILL)
     again = agentd.make().start()  # type: ignore[attr-defined]
-    wait_for(lambda: _deliveries(ccm_home, sid)[-1]["outcome"] in ("delivered", "unconfirmed"), timeout=60)
+    wait_for(lambda: deliveries(ccm_home, sid)[-1]["outcome"] in ("delivered", "unconfirmed"), timeout=60)
     wait_idle(pane)
     time.sleep(1.0)
-    assert _said(fake_api, "only once please") == 1
-    assert [d["outcome"] for d in _deliveries(ccm_home, sid)] in (
+    assert said(fake_api, "only once please") == 1
+    assert [d["outcome"] for d in deliveries(ccm_home, sid)] in (
         ["typing", "delivered"],
         ["typing", "retry", "typing", "delivered"],  # killed before the keys were sent
     )
