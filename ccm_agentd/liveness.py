@@ -97,19 +97,21 @@ def check(status: dict[str, Any], tmux: panes.Tmux, cfg: Config, now: float) -> 
     lost = _lost(status, tmux)
     if lost:
         return {"state": "ended", "reason": f"lost: {lost}"}
-    if state in BUSY:
-        updated = parse_ts(status.get("updated_at")) or now
-        quiet = now - updated
-        if quiet < cfg.stall_after_s:
+    if state in BUSY or state == "stalled":
+        quiet = now - (parse_ts(status.get("updated_at")) or now)
+        if state in BUSY and quiet < cfg.stall_after_s:
             return None
         socket, pane = status.get("tmux_socket"), status.get("tmux_pane")
         shown = tmux.capture(str(socket), str(pane)) if socket and pane else None
         if shown is not None and screen.is_idle(shown, empty=False):
-            # Esc, or a dialog answered "No": the turn ended and no hook said so.
+            # Esc, or a dialog answered "No": the turn ended and no hook said so. A stalled session is
+            # looked at too: Esc is what a person does about a stall, and it fires no hook either.
             return {
                 "state": "idle",
                 "reason": "interrupted: the pane is back at its prompt, no Stop hook fired",
             }
+        if state == "stalled":
+            return None
         seen = "the pane shows it still working" if shown is not None else "no pane to look at"
         return {"state": "stalled", "reason": f"no hook event for {int(quiet)} s; {seen}"}
     if is_rate_limit(status):

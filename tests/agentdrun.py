@@ -32,11 +32,11 @@ class Agentd:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Agentd:
-        self.proc = subprocess.Popen(
+        proc = self.proc = subprocess.Popen(
             [str(BIN / "ccm-agentd"), "run"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        wait_for(lambda: (self.home / "agentd" / "health.json").exists() or self.proc.poll() is not None)
-        assert self.proc.poll() is None, self.proc.communicate()
+        wait_for(lambda: (self.home / "agentd" / "health.json").exists() or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
