@@ -147,7 +147,7 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_hup)
         watched = [paths.status_dir(self.root), paths.events_dir(self.root), sendqueue.queue_dir(self.root)]
         with DirWatcher(watched) as watcher:
-            self._startup()
+            self._startup(watcher.backend)
             sdnotify.ready()
             ping = sdnotify.watchdog_interval()
             next_ping = time.monotonic()
@@ -180,17 +180,14 @@ class Daemon:
     def _wait(self, watcher: DirWatcher, wake_r: int, timeout: float) -> None:
         fd = watcher.fileno()
         expected = time.monotonic() + timeout
-        if fd is None:  # watchfiles (macOS): no descriptor; its own timeout, capped so signals are seen
-            watcher.wait(min(timeout, 1.0))
-        else:
-            ready, _, _ = select.select([fd, wake_r], [], [], timeout)
-            if fd in ready:
-                watcher.wait(0)
-            if wake_r in ready:
-                try:
-                    os.read(wake_r, 512)
-                except BlockingIOError:
-                    pass
+        ready, _, _ = select.select([fd, wake_r], [], [], timeout)
+        if fd in ready:
+            watcher.wait(0)
+        if wake_r in ready:
+            try:
+                os.read(wake_r, 512)
+            except BlockingIOError:
+                pass
         # Loop lag: how late we woke for a timeout (an early wake-up by an event is no lag).
         self.lag_ms = max(0.0, (time.monotonic() - expected) * 1000.0)
 
@@ -200,11 +197,11 @@ class Daemon:
     def _on_hup(self, signum: int, frame: object) -> None:
         self.reload = True
 
-    def _startup(self) -> None:
+    def _startup(self, backend: str) -> None:
         for st in reader.load_statuses(self.root):
             if st.get("state") != "ended" and st.get("tmux_pane"):
                 self.deliverer.load(str(st.get("session_id")))
-        log.info("started: pid %d, state dir %s", os.getpid(), self.root)
+        log.info("started: pid %d, state dir %s, watching with %s", os.getpid(), self.root, backend)
 
     # --- one pass over every session ------------------------------------------------------------------
 

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     import curses
 
 REDRAW_S = 2.0  # redraw this often even when nothing changed, so the ages stay true
-FALLBACK_TICK_MS = 1000  # no inotify fd to select on (macOS): getch waits this long, then we rescan
 PLAIN_RESCAN_S = 5.0  # watchers can drop events: plain mode re-reads this often anyway
 BY = "ccm-hooks top"
 # (title, width, right-aligned); ACTION takes what is left. 55 columns, so ACTION gets 24 of 80.
@@ -253,11 +252,10 @@ class TopScreen:
         self.stdscr.noutrefresh()
         c.doupdate()
 
-    def keys(self, wait_ms: int) -> Iterator[int]:
-        """Every key pending (after waiting up to ``wait_ms`` for the first one)."""
-        self.stdscr.timeout(wait_ms)
-        key = self.stdscr.getch()
+    def keys(self) -> Iterator[int]:
+        """Every key pending, without waiting."""
         self.stdscr.timeout(0)
+        key = self.stdscr.getch()
         while key != -1:
             yield key
             key = self.stdscr.getch()
@@ -275,20 +273,13 @@ class TopScreen:
         while True:
             self.reload()
             self.draw()
-            ready: list[int] = []
-            if watch_fd is not None:
-                # Sleep until a status file changes, a key arrives, or it is time to tick the ages.
-                ready, _, _ = select.select([stdin_fd, watch_fd], [], [], REDRAW_S)
-                if watch_fd in ready:
-                    self.watcher.wait(0)  # drain the events; the reload above reads the files
-                wait_ms = 0
-            else:
-                # No descriptor to select on (watchfiles, macOS): wait for a key up to a second,
-                # then rescan the status dir whatever happened.
-                wait_ms = FALLBACK_TICK_MS
+            # Sleep until a status file changes, a key arrives, or it is time to tick the ages.
+            ready, _, _ = select.select([stdin_fd, watch_fd], [], [], REDRAW_S)
+            if watch_fd in ready:
+                self.watcher.wait(0)  # drain the events; the reload above reads the files
             # Read keys even when select saw none: a terminal resize is reported as a key (KEY_RESIZE).
             got_key = False
-            for key in self.keys(wait_ms):
+            for key in self.keys():
                 got_key = True
                 if not self.handle(key):
                     return 0

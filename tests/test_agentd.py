@@ -30,13 +30,17 @@ from tests.hookrun import install_hooks, read_log, read_status
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux]
 
 
+# watchfiles is what macOS uses (FSEvents); here it runs the same code path on Linux.
+@pytest.mark.parametrize("watcher", ["inotify", "watchfiles"])
 def test_a_queued_prompt_reaches_an_idle_session_exactly_once(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
-    tmux_server: TmuxServer, agentd: Agentd,
+    tmux_server: TmuxServer, agentd: Agentd, watcher: str,
 ) -> None:  # fmt: skip
     install_hooks(project_dir)
     pane, sid = idle_session(tmux_server, claude_bin, project_dir, fake_api, ccm_home, "first prompt")
+    agentd.env["CCM_WATCHER"] = watcher
     agentd.start()
+    assert f"watching with {watcher}" in agentd.log()
     out = ccm("send", sid[:8], "the queued prompt")
     assert out.returncode == 0, out.stderr
     assert "warning" not in out.stderr
