@@ -241,7 +241,7 @@ class Daemon:
         if not busy_overdue and not limited and now - self.last_checked.get(sid, 0) < self.liveness_s:
             return None
         self.last_checked[sid] = now
-        if state not in (*liveness.BUSY, "stalled") and panes.pid_alive(st.get("claude_pid")) and not limited:
+        if state not in liveness.LOOKED_AT and panes.pid_alive(st.get("claude_pid")) and not limited:
             return None  # claude still runs: not lost, and neither busy nor stalled: nothing to look at
         change = liveness.check(st, self.tmux, self.cfg, now)
         if change is None or change.get("state") == state:

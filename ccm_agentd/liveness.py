@@ -15,6 +15,7 @@ from ccm_agentd import panes, screen
 from ccm_hooks.views import parse_ts
 
 BUSY = ("working", "processing")
+LOOKED_AT = (*BUSY, "stalled")  # states whose pane is read at each check: a turn may have ended unseen
 # Claude Code's usage-limit texts: "Claude usage limit reached|1732212000" (older), "5-hour limit reached ∙
 # resets 3pm", "You've hit your limit · resets 11:30am (Europe/Paris)", and API 429s.
 _LIMIT_RE = re.compile(r"usage limit|limit reached|hit your limit|rate.?limit|429", re.IGNORECASE)
@@ -97,7 +98,7 @@ def check(status: dict[str, Any], tmux: panes.Tmux, cfg: Config, now: float) -> 
     lost = _lost(status, tmux)
     if lost:
         return {"state": "ended", "reason": f"lost: {lost}"}
-    if state in BUSY or state == "stalled":
+    if state in LOOKED_AT:
         quiet = now - (parse_ts(status.get("updated_at")) or now)
         if state in BUSY and quiet < cfg.stall_after_s:
             return None

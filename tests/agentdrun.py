@@ -1,12 +1,15 @@
 """ccm-agentd as a child process, and helpers for driving claude sessions in tmux against it.
 
 The ``agentd`` fixture (registered in conftest.py) gives a test its daemon, not yet started, with a
-config.toml that checks liveness every 0.5 s and sends no desktop notifications.
+config.toml that checks liveness every 0.5 s and sends no desktop notifications (``configure`` writes it;
+a test calls it again for its own settings and a notify command that records what it is told).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from tests.fakeapi import FakeAnthropic
 from tests.hookrun import CCM_HOOKS, MINIMAL_PATH, read_log, read_status
 
 BIN = Path(sys.executable).parent
+NOTIFY_FIELDS = ("kind", "session_id", "state", "since", "at", "reason")
 
 
 class Agentd:
@@ -51,8 +55,7 @@ class Agentd:
 
 @pytest.fixture
 def agentd(ccm_home: Path) -> Iterator[Agentd]:
-    ccm_home.mkdir(parents=True, exist_ok=True)
-    (ccm_home / "config.toml").write_text("[agentd]\nliveness_s = 0.5\nnotify_desktop = false\n")
+    configure(ccm_home)
     daemons: list[Agentd] = []
 
     def make(env: dict[str, str] | None = None) -> Agentd:
@@ -66,6 +69,47 @@ def agentd(ccm_home: Path) -> Iterator[Agentd]:
     for one in daemons:
         if one.proc is not None and one.proc.poll() is None:
             one.kill()
+
+
+def configure(home: Path, notified: Path | None = None, **settings: float | str) -> None:
+    """config.toml for the daemon: liveness every 0.5 s, no desktop notifications, ``settings``, and with
+    ``notified`` a notify command appending to that file what it is told (see ``notifications``)."""
+    lines = ["[agentd]", "liveness_s = 0.5", "notify_desktop = false"]
+    if notified is not None:
+        lines.append(f"notify_commands = [{json.dumps(_notify_command(notified))}]")
+    # A JSON string is a TOML string.
+    lines += [f"{k} = {json.dumps(v) if isinstance(v, str) else v}" for k, v in settings.items()]
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("\n".join(lines) + "\n")
+
+
+def _notify_command(out: Path) -> str:
+    """A shell command appending one tab-separated line per notification: the facts the daemon passes in
+    the environment, and the time the command ran (epoch seconds)."""
+    clock = f"$({shlex.quote(sys.executable)} -c 'import time; print(time.time())')"
+    names = ("CCM_NOTIFY_KIND", "CCM_SESSION_ID", "CCM_STATE", "CCM_SINCE")
+    values = [*(f'"${name}"' for name in names), f'"{clock}"', '"$CCM_REASON"']
+    line = "\\t".join(["%s"] * len(values)) + "\\n"
+    return f"printf '{line}' {' '.join(values)} >> {shlex.quote(str(out))}"
+
+
+def notifications(path: Path) -> list[dict[str, str]]:
+    """The notify command's lines so far (a line still being written is left out)."""
+    if not path.exists():
+        return []
+    lines = path.read_text().split("\n")[:-1]  # the last piece is "" or a partial line
+    return [dict(zip(NOTIFY_FIELDS, line.split("\t", len(NOTIFY_FIELDS) - 1), strict=True)) for line in lines]
+
+
+def notified_kinds(path: Path) -> list[str]:
+    return [n["kind"] for n in notifications(path)]
+
+
+def wait_state(home: Path, sid: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Poll the session's status until its state is ``state``; that status."""
+    return wait_for(
+        lambda: (s := read_status(home, sid))["state"] == state and s, timeout=timeout, what=f"state {state}"
+    )
 
 
 def ccm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -103,5 +147,5 @@ def idle_session(
     pane = start_in_tmux(tmux_server, claude_bin, project, api)
     submit(pane, prompt)
     sid = session_of(home)
-    wait_for(lambda: read_status(home, sid)["state"] == "idle", what="idle")
+    wait_state(home, sid, "idle")
     return pane, sid

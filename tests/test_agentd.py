@@ -14,7 +14,17 @@ from typing import Any
 
 import pytest
 
-from tests.agentdrun import BIN, Agentd, ccm, deliveries, idle_session, said, session_of, start_in_tmux
+from tests.agentdrun import (
+    BIN,
+    Agentd,
+    ccm,
+    deliveries,
+    idle_session,
+    said,
+    session_of,
+    start_in_tmux,
+    wait_state,
+)
 from tests.claude_harness import (
     TmuxServer,
     capture,
@@ -25,7 +35,7 @@ from tests.claude_harness import (
     wait_idle,
 )
 from tests.fakeapi import FakeAnthropic, Script, text, tool_use
-from tests.hookrun import install_hooks, read_log, read_status
+from tests.hookrun import install_hooks, read_log
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux]
 
@@ -72,7 +82,7 @@ def test_a_prompt_queued_while_the_session_works_waits_for_idle(
     agentd.start()
     submit(pane, "do the slow thing")
     sid = session_of(ccm_home)
-    wait_for(lambda: read_status(ccm_home, sid)["state"] == "working", what="working")
+    wait_state(ccm_home, sid, "working")
     assert ccm("send", sid, "after the slow thing").returncode == 0
     wait_for(lambda: said(fake_api, "after the slow thing") == 1, timeout=40, what="delivery after idle")
     log = read_log(ccm_home, sid)
@@ -95,7 +105,7 @@ def test_nothing_is_typed_while_a_permission_dialog_is_open(
     submit(pane, "write the file")
     wait_for_screen(pane, has_permission_dialog, what="the permission dialog")
     sid = session_of(ccm_home)
-    wait_for(lambda: read_status(ccm_home, sid)["state"] == "waiting", what="waiting")
+    wait_state(ccm_home, sid, "waiting")
     assert ccm("send", sid, "do not approve anything").returncode == 0
     time.sleep(3.0)  # many daemon passes (liveness every 0.5 s): none may type
     assert has_permission_dialog(capture(pane))
@@ -140,9 +150,7 @@ def test_a_killed_pane_becomes_ended_lost(
     # Killed hard, claude fires no SessionEnd (a plain kill-pane gets one: SIGHUP is handled).
     pid = int(tmux_server.run("display-message", "-p", "-t", pane.pane_id, "#{pane_pid}").stdout)
     os.kill(pid, signal.SIGKILL)
-    st = wait_for(
-        lambda: (s := read_status(ccm_home, sid))["state"] == "ended" and s, timeout=20, what="lost"
-    )
+    st = wait_state(ccm_home, sid, "ended", timeout=20)
     assert st["reason"].startswith("lost: ")
     assert read_log(ccm_home, sid)[-1]["event"] == "ccm.state"
 

@@ -12,8 +12,6 @@ Notifications go to a configured command that appends its ``CCM_*`` facts to a f
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,18 @@ import pytest
 
 from ccm_hooks import state
 from ccm_hooks.views import parse_ts
-from tests.agentdrun import Agentd, ccm, session_of, start_in_tmux
+from tests.agentdrun import (
+    Agentd,
+    ccm,
+    configure,
+    notifications,
+    notified_kinds,
+    session_of,
+    start_in_tmux,
+    wait_state,
+)
 from tests.claude_harness import (
+    Pane,
     TmuxServer,
     capture,
     has_permission_dialog,
@@ -39,31 +47,7 @@ from tests.hookrun import install_hooks, read_log, read_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux]
 
-NOTIFY_FIELDS = ("kind", "session_id", "state", "since", "at", "reason")
 HOOK_EVENTS_ON_ESC: list[str] = []  # what Claude Code 2.1.197 fires when Esc interrupts a running tool
-
-
-def _notify_command(out: Path) -> str:
-    """A shell command appending one tab-separated line per notification: the facts the daemon passes in
-    the environment, and the time the command ran (epoch seconds)."""
-    clock = f"$({shlex.quote(sys.executable)} -c 'import time; print(time.time())')"
-    names = ("CCM_NOTIFY_KIND", "CCM_SESSION_ID", "CCM_STATE", "CCM_SINCE")
-    values = [*(f'"${name}"' for name in names), f'"{clock}"', '"$CCM_REASON"']
-    line = "\\t".join(["%s"] * len(values)) + "\\n"
-    return f"printf '{line}' {' '.join(values)} >> {shlex.quote(str(out))}"
-
-
-def _configure(home: Path, notified: Path, **settings: float) -> None:
-    """config.toml for the daemon: the fixture's two keys, our notify command, and ``settings``."""
-    lines = [
-        "[agentd]",
-        "liveness_s = 0.5",
-        "notify_desktop = false",
-        f"notify_commands = [{json.dumps(_notify_command(notified))}]",  # a JSON string is a TOML string
-        *(f"{key} = {value}" for key, value in settings.items()),
-    ]
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text("\n".join(lines) + "\n")
 
 
 def _start_daemon(daemon: Agentd, **settings: float) -> None:
@@ -71,18 +55,6 @@ def _start_daemon(daemon: Agentd, **settings: float) -> None:
     loaded = daemon.log()
     for key, value in settings.items():
         assert f"'{key}': {float(value)}" in loaded, loaded  # the config was read, not the defaults
-
-
-def _notifications(path: Path) -> list[dict[str, str]]:
-    """The notify command's lines so far (a line still being written is left out)."""
-    if not path.exists():
-        return []
-    lines = path.read_text().split("\n")[:-1]  # the last piece is "" or a partial line
-    return [dict(zip(NOTIFY_FIELDS, line.split("\t", len(NOTIFY_FIELDS) - 1), strict=True)) for line in lines]
-
-
-def _kinds(path: Path) -> list[str]:
-    return [n["kind"] for n in _notifications(path)]
 
 
 def _daemon_states(home: Path, sid: str) -> list[dict[str, Any]]:
@@ -101,24 +73,35 @@ def _notified_keys(home: Path) -> list[str]:
     return keys
 
 
+def _long_tool_turn(
+    claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path, tmux_server: TmuxServer,
+    agentd: Agentd, *, sleep: int, reply: str, stall_after_s: int,
+) -> tuple[Pane, str, Path]:  # fmt: skip
+    """claude in tmux, the daemon running with ``stall_after_s`` and a notify command, and a turn whose
+    Bash tool sleeps ``sleep`` s before the model says ``reply``. Returns the pane, the session id and the
+    notify command's file."""
+    install_hooks(project_dir)
+    notified = ccm_home.parent / "notified.tsv"
+    configure(ccm_home, notified, stall_after_s=stall_after_s)
+    fake_api.responder = Script([
+        [tool_use("Bash", {"command": f"sleep {sleep}", "description": "a long step"})], [text(reply)],
+    ])  # fmt: skip
+    pane = start_in_tmux(tmux_server, claude_bin, project_dir, fake_api)
+    _start_daemon(agentd, stall_after_s=stall_after_s)
+    submit(pane, "run the long step")
+    return pane, session_of(ccm_home), notified
+
+
 def test_a_long_tool_is_stalled_once_notified_once_and_the_session_recovers(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
-    install_hooks(project_dir)
-    notified = ccm_home.parent / "notified.tsv"
-    _configure(ccm_home, notified, stall_after_s=2)
-    fake_api.responder = Script([
-        [tool_use("Bash", {"command": "sleep 7", "description": "a long step"})], [text("Slept well.")],
-    ])  # fmt: skip
-    pane = start_in_tmux(tmux_server, claude_bin, project_dir, fake_api)
-    _start_daemon(agentd, stall_after_s=2)
-    submit(pane, "run the long step")
-    sid = session_of(ccm_home)
+    pane, sid, notified = _long_tool_turn(
+        claude_bin, fake_api, project_dir, ccm_home, tmux_server, agentd,
+        sleep=7, reply="Slept well.", stall_after_s=2,
+    )  # fmt: skip
 
-    st = wait_for(
-        lambda: (s := read_status(ccm_home, sid))["state"] == "stalled" and s, timeout=15, what="stalled"
-    )
+    st = wait_state(ccm_home, sid, "stalled", timeout=15)
     assert st["reason"].startswith("no hook event for ")
     assert st["reason"].endswith("; the pane shows it still working")
     assert is_working(capture(pane))  # the tool really still runs
@@ -126,7 +109,7 @@ def test_a_long_tool_is_stalled_once_notified_once_and_the_session_recovers(
     assert [r["event"] for r in log][-3:] == ["UserPromptSubmit", "PreToolUse", "ccm.state"]
     assert _ts(log[-1]["ts"]) - _ts(log[-2]["ts"]) >= 2.0
 
-    note = wait_for(lambda: _notifications(notified), timeout=5, what="the stalled notification")[0]
+    note = wait_for(lambda: notifications(notified), timeout=5, what="the stalled notification")[0]
     assert note == {
         "kind": "stalled", "session_id": sid, "state": "stalled", "since": st["state_since"],
         "at": note["at"], "reason": st["reason"],
@@ -134,9 +117,7 @@ def test_a_long_tool_is_stalled_once_notified_once_and_the_session_recovers(
     assert f"{sid}:stalled:{st['state_since']}" in _notified_keys(ccm_home)
 
     # The tool ends on its own: the next hook events take over from the daemon's record.
-    done = wait_for(
-        lambda: (s := read_status(ccm_home, sid))["state"] == "idle" and s, timeout=15, what="idle again"
-    )
+    done = wait_state(ccm_home, sid, "idle", timeout=15)
     assert done["last_assistant_message"] == "Slept well."
     assert done["reason"] is None
     log = read_log(ccm_home, sid)
@@ -151,9 +132,9 @@ def test_a_long_tool_is_stalled_once_notified_once_and_the_session_recovers(
     assert after[-1] == ("Stop", "idle")
     assert _daemon_states(ccm_home, sid) == [{"state": "stalled", "reason": st["reason"]}]
 
-    wait_for(lambda: "finished" in _kinds(notified), timeout=5, what="the finished notification")
+    wait_for(lambda: "finished" in notified_kinds(notified), timeout=5, what="the finished notification")
     time.sleep(1.5)  # three more daemon passes (liveness_s = 0.5): nothing may be notified again
-    assert _kinds(notified) == ["stalled", "finished"]
+    assert notified_kinds(notified) == ["stalled", "finished"]
     assert _daemon_states(ccm_home, sid) == [{"state": "stalled", "reason": st["reason"]}]
 
 
@@ -161,19 +142,11 @@ def test_esc_during_a_long_tool_is_interrupted_not_stalled(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
-    install_hooks(project_dir)
-    notified = ccm_home.parent / "notified.tsv"
-    _configure(ccm_home, notified, stall_after_s=3)
-    fake_api.responder = Script([
-        [tool_use("Bash", {"command": "sleep 30", "description": "a long step"})], [text("Never said.")],
-    ])  # fmt: skip
-    pane = start_in_tmux(tmux_server, claude_bin, project_dir, fake_api)
-    _start_daemon(agentd, stall_after_s=3)
-    submit(pane, "run the long step")
-    sid = session_of(ccm_home)
-    st = wait_for(
-        lambda: (s := read_status(ccm_home, sid))["state"] == "working" and s, timeout=15, what="working"
-    )
+    pane, sid, notified = _long_tool_turn(
+        claude_bin, fake_api, project_dir, ccm_home, tmux_server, agentd,
+        sleep=30, reply="Never said.", stall_after_s=3,
+    )  # fmt: skip
+    st = wait_state(ccm_home, sid, "working", timeout=15)
     wait_for_screen(pane, lambda s: is_working(s) and "Running" in s, what="the tool running")
     send_keys(pane, "Escape")
     pressed = time.time()
@@ -181,9 +154,7 @@ def test_esc_during_a_long_tool_is_interrupted_not_stalled(
     # Valid only if Esc came before the stall limit: else the daemon rightly said stalled first.
     assert pressed - _ts(st["updated_at"]) < 2.5, "Esc came too late for this test"
 
-    idle = wait_for(
-        lambda: (s := read_status(ccm_home, sid))["state"] == "idle" and s, timeout=15, what="interrupted"
-    )
+    idle = wait_state(ccm_home, sid, "idle", timeout=15)
     assert idle["reason"].startswith("interrupted")
     assert idle["tools_running"] == {} and idle["current_action"] is None
     assert _daemon_states(ccm_home, sid) == [{"state": "idle", "reason": idle["reason"]}]
@@ -194,10 +165,10 @@ def test_esc_during_a_long_tool_is_interrupted_not_stalled(
     assert _ts(log[-1]["ts"]) - _ts(log[pre]["ts"]) >= 3.0
     assert len(fake_api.main_requests()) == 1  # the tool's result never reached the model
 
-    wait_for(lambda: _kinds(notified), timeout=5, what="a notification")
+    wait_for(lambda: notified_kinds(notified), timeout=5, what="a notification")
     time.sleep(1.5)  # more daemon passes: still no stalled, no repeat
-    assert _kinds(notified) == ["finished"]
-    assert _notifications(notified)[0]["reason"] == idle["reason"]
+    assert notified_kinds(notified) == ["finished"]
+    assert notifications(notified)[0]["reason"] == idle["reason"]
     assert _daemon_states(ccm_home, sid) == [{"state": "idle", "reason": idle["reason"]}]
 
 
@@ -207,7 +178,7 @@ def test_a_permission_dialog_left_open_notifies_needs_human_once_after_the_thres
 ) -> None:  # fmt: skip
     install_hooks(project_dir)
     notified = ccm_home.parent / "notified.tsv"
-    _configure(ccm_home, notified, waiting_notify_after_s=1)
+    configure(ccm_home, notified, waiting_notify_after_s=1)
     fake_api.responder = Script([[tool_use("Bash", {"command": "echo x > perm.txt", "description": "ask"})]])
     pane = start_in_tmux(
         tmux_server, claude_bin, project_dir, fake_api, args=("--permission-mode", "default")
@@ -216,11 +187,9 @@ def test_a_permission_dialog_left_open_notifies_needs_human_once_after_the_thres
     submit(pane, "write the file")
     wait_for_screen(pane, has_permission_dialog, what="the permission dialog")
     sid = session_of(ccm_home)
-    st = wait_for(
-        lambda: (s := read_status(ccm_home, sid))["state"] == "waiting" and s, timeout=15, what="waiting"
-    )
+    st = wait_state(ccm_home, sid, "waiting", timeout=15)
 
-    note = wait_for(lambda: _notifications(notified), timeout=10, what="the needs_human notification")[0]
+    note = wait_for(lambda: notifications(notified), timeout=10, what="the needs_human notification")[0]
     assert note == {
         "kind": "needs_human", "session_id": sid, "state": "waiting", "since": st["state_since"],
         "at": note["at"], "reason": st["reason"],
@@ -231,7 +200,7 @@ def test_a_permission_dialog_left_open_notifies_needs_human_once_after_the_thres
     assert float(note["at"]) < since + 5.0  # and soon after it (liveness_s = 0.5)
 
     time.sleep(2.0)  # four more daemon passes, the dialog still open: no second notification
-    assert _kinds(notified) == ["needs_human"]
+    assert notified_kinds(notified) == ["needs_human"]
     assert _notified_keys(ccm_home) == [f"{sid}:needs_human:{st['state_since']}"]
     assert has_permission_dialog(capture(pane))
     assert read_status(ccm_home, sid)["state"] == "waiting"
@@ -242,24 +211,16 @@ def test_esc_on_a_stalled_session_makes_it_idle_and_deliverable_again(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
-    install_hooks(project_dir)
-    notified = ccm_home.parent / "notified.tsv"
-    _configure(ccm_home, notified, stall_after_s=1)
-    fake_api.responder = Script([
-        [tool_use("Bash", {"command": "sleep 30", "description": "a long step"})], [text("Unstuck.")],
-    ])  # fmt: skip
-    pane = start_in_tmux(tmux_server, claude_bin, project_dir, fake_api)
-    _start_daemon(agentd, stall_after_s=1)
-    submit(pane, "run the long step")
-    sid = session_of(ccm_home)
-    wait_for(lambda: read_status(ccm_home, sid)["state"] == "stalled", timeout=15, what="stalled")
+    pane, sid, notified = _long_tool_turn(
+        claude_bin, fake_api, project_dir, ccm_home, tmux_server, agentd,
+        sleep=30, reply="Unstuck.", stall_after_s=1,
+    )  # fmt: skip
+    wait_state(ccm_home, sid, "stalled", timeout=15)
     assert ccm("send", sid, "try something else").returncode == 0  # waits: a stalled pane is not idle
 
     # What a person does about a stall; Esc fires no hook, only the pane shows the turn is over.
     send_keys(pane, "Escape")
-    idle = wait_for(
-        lambda: (s := read_status(ccm_home, sid))["state"] == "idle" and s, timeout=15, what="interrupted"
-    )
+    idle = wait_state(ccm_home, sid, "idle", timeout=15)
     assert idle["reason"].startswith("interrupted")
     assert [d["state"] for d in _daemon_states(ccm_home, sid)] == ["stalled", "idle"]
     # Claude sends the prompt with its own note of the interrupt, in one user message.
@@ -269,4 +230,6 @@ def test_esc_on_a_stalled_session_makes_it_idle_and_deliverable_again(
     )  # fmt: skip
     assert len(typed) == 1 and typed[0].last_user_text.startswith("[Request interrupted by user")
     wait_for(lambda: read_status(ccm_home, sid)["last_assistant_message"] == "Unstuck.", what="its turn")
-    wait_for(lambda: _kinds(notified) == ["stalled", "finished", "finished"], what="one notification each")
+    wait_for(
+        lambda: notified_kinds(notified) == ["stalled", "finished", "finished"], what="one notification each"
+    )

@@ -14,7 +14,18 @@ import pytest
 
 from ccm_hooks import store
 from ccm_hooks.views import parse_ts
-from tests.agentdrun import Agentd, ccm, deliveries, idle_session, said, session_of, start_in_tmux
+from tests.agentdrun import (
+    Agentd,
+    ccm,
+    configure,
+    deliveries,
+    idle_session,
+    notified_kinds,
+    said,
+    session_of,
+    start_in_tmux,
+    wait_state,
+)
 from tests.claude_harness import TmuxServer, capture, input_line, submit, wait_for, wait_for_screen, wait_idle
 from tests.fakeapi import FakeAnthropic, RecordedRequest, Script, api_error, text
 from tests.hookrun import install_hooks, read_log, read_status
@@ -24,17 +35,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.tmux]
 # Claude Code retries a 429 itself (10 times by default, with backoff) before the turn ends in StopFailure;
 # the tests skip straight to the end of that.
 NO_RETRIES = {"CLAUDE_CODE_MAX_RETRIES": "0"}
-
-
-def _config(home: Path, notified: Path, **extra: object) -> None:
-    lines = ["[agentd]", "liveness_s = 0.5", "notify_desktop = false"]
-    lines.append(f'notify_commands = [\'printf "%s\\\\n" "$CCM_NOTIFY_KIND" >> {notified}\']')
-    lines += [f"{key} = {value!r}" for key, value in extra.items()]
-    (home / "config.toml").write_text("\n".join(lines) + "\n")
-
-
-def _kinds(notified: Path) -> list[str]:
-    return notified.read_text().split() if notified.exists() else []
 
 
 # --- usage limits ---------------------------------------------------------------------------------------
@@ -47,7 +47,9 @@ def test_a_usage_limit_is_resumed_exactly_once_after_the_reset(
 ) -> None:  # fmt: skip
     install_hooks(project_dir)
     notified = tmp_path / "notified.txt"
-    _config(ccm_home, notified, rate_limit_jitter_s=1.0, rate_limit_wait_s=6.0, resume_prompt="go on please")
+    configure(
+        ccm_home, notified, rate_limit_jitter_s=1.0, rate_limit_wait_s=6.0, resume_prompt="go on please"
+    )
     pane = start_in_tmux(tmux_server, claude_bin, project_dir, fake_api, extra=NO_RETRIES)
     agentd.start()
     reset = int(time.time()) + 6
@@ -58,9 +60,7 @@ def test_a_usage_limit_is_resumed_exactly_once_after_the_reset(
     sid = session_of(ccm_home)
     failed_at = time.time()
 
-    limited = wait_for(
-        lambda: (s := read_status(ccm_home, sid))["state"] == "rate_limited" and s, what="rate_limited"
-    )
+    limited = wait_state(ccm_home, sid, "rate_limited")
     resume_at = parse_ts(limited["resume_at"])
     assert resume_at is not None
     if given.startswith("reset"):
@@ -77,15 +77,15 @@ def test_a_usage_limit_is_resumed_exactly_once_after_the_reset(
     (resumed,) = wait_for(resumes, timeout=30, what="the resume at the model", diagnostics=agentd.log)
     assert [line for line in resumed.last_user_text.splitlines() if line] == ["start the job", "go on please"]
     assert resume_at <= resumed.time <= resume_at + 1.0 + 3.0  # after the reset, within the jitter + typing
-    wait_for(lambda: read_status(ccm_home, sid)["state"] == "idle", what="idle after the resumed turn")
+    wait_state(ccm_home, sid, "idle")
     assert [(d["kind"], d["outcome"]) for d in deliveries(ccm_home, sid)] == [
         ("resume", "typing"),
         ("resume", "delivered"),
     ]
-    wait_for(lambda: _kinds(notified) == ["rate_limited", "finished"], what="two notifications")
+    wait_for(lambda: notified_kinds(notified) == ["rate_limited", "finished"], what="two notifications")
     time.sleep(2.0)  # many daemon passes later: no second resume, no repeated notification
     assert len(resumes()) == 1 and len(fake_api.main_requests()) == 2
-    assert _kinds(notified) == ["rate_limited", "finished"]
+    assert notified_kinds(notified) == ["rate_limited", "finished"]
 
 
 # --- a daemon killed at each step of a delivery ----------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.agentdrun import wait_state
 from tests.claude_harness import (
     TmuxServer,
     claude_env,
@@ -154,7 +155,7 @@ def test_interactive_session_in_tmux_idle_then_waiting(
     # A plain turn: idle afterwards, with where it runs in tmux.
     submit(pane, "say hello")
     sid = wait_for(lambda: _sessions(ccm_home) and _only_session(ccm_home), what="a status file")
-    st = wait_for(lambda: (s := read_status(ccm_home, sid))["state"] == "idle" and s, what="status idle")
+    st = wait_state(ccm_home, sid, "idle")
     assert st["tmux_pane"] == pane.pane_id
     assert st["tmux_socket"] == str(tmux_server.socket_path)
     assert st["last_assistant_message"] == "Hello from the model."
@@ -163,9 +164,7 @@ def test_interactive_session_in_tmux_idle_then_waiting(
     # A tool call that needs permission: the dialog opens and the status says a human must act.
     submit(pane, "write the file")
     wait_for_screen(pane, has_permission_dialog, what="the permission dialog")
-    st = wait_for(
-        lambda: (s := read_status(ccm_home, sid))["state"] == "waiting" and s, what="status waiting"
-    )
+    st = wait_state(ccm_home, sid, "waiting")
     assert st["reason"] == "permission: Bash: echo approved > perm.txt"
     assert st["current_action"].startswith("waiting for permission")
     assert not (project_dir / "perm.txt").exists()
