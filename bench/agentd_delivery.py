@@ -34,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ccm_hooks.views import parse_ts  # noqa: E402
+from ccm_hooks.statedir.timefmt import parse_ts  # noqa: E402
 from tests.claude_harness import (  # noqa: E402
     TmuxServer,
     claude_env,

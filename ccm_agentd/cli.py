@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ccm_hooks.error_boundary import run_command
+from ccm_hooks.commands.error_boundary import run_command
 
 app = typer.Typer(
     add_completion=False,

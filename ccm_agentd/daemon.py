@@ -23,10 +23,11 @@ from typing import Any
 
 from ccm_agentd import delivery, liveness, notify, panes, sdnotify
 from ccm_agentd.metrics import Metrics
-from ccm_hooks import fileio, paths, reader, record, sendqueue, store, watchcmd
+from ccm_hooks import fileio, paths, record, store
 from ccm_hooks.errors import CcmError
-from ccm_hooks.fswatch import DirWatcher
-from ccm_hooks.views import format_age, parse_ts
+from ccm_hooks.statedir import config, reader, sendqueue
+from ccm_hooks.statedir.fswatch import DirWatcher
+from ccm_hooks.statedir.timefmt import format_age, parse_ts
 
 log = logging.getLogger("ccm_agentd")
 
@@ -47,7 +48,7 @@ def lock_path(root: str) -> str:
 
 def _config(root: str) -> dict[str, Any]:
     try:
-        table = watchcmd.read_config(root).get("agentd", {})
+        table = config.read_config(root).get("agentd", {})
     except CcmError as exc:
         log.error("using the defaults: %s", exc)
         return {}

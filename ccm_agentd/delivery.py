@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ccm_agentd import panes, screen
-from ccm_hooks import paths, reader, sendqueue, state, store
-from ccm_hooks.views import parse_ts
+from ccm_hooks import paths, state, store
+from ccm_hooks.statedir import reader, sendqueue
+from ccm_hooks.statedir.timefmt import parse_ts
 
 log = logging.getLogger("ccm_agentd.delivery")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ccm_agentd import panes, screen
-from ccm_hooks.views import parse_ts
+from ccm_hooks.statedir.timefmt import parse_ts
 
 BUSY = ("working", "processing")
 LOOKED_AT = (*BUSY, "stalled")  # states whose pane is read at each check: a turn may have ended unseen

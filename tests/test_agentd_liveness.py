@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ccm_hooks import state
-from ccm_hooks.views import parse_ts
+from ccm_hooks.statedir.timefmt import parse_ts
 from tests.agentdrun import (
     Agentd,
     ccm,

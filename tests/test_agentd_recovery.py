@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ccm_hooks import store
-from ccm_hooks.views import parse_ts
+from ccm_hooks.statedir.timefmt import parse_ts
 from tests.agentdrun import (
     Agentd,
     ccm,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ccm_hooks import doctor, installer, settings_merge, shim
+from ccm_hooks.commands import doctor, installer, settings_merge, shim
 
 CLI = shutil.which("ccm-hooks", path=os.path.dirname(sys.executable)) or "ccm-hooks"
 

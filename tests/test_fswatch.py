@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ccm_hooks.fswatch import BACKENDS, DirWatcher, default_backend
+from ccm_hooks.statedir.fswatch import BACKENDS, DirWatcher, default_backend
 
 
 @pytest.fixture(params=BACKENDS)

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from ccm_hooks import installer, paths, settings_merge
+from ccm_hooks import paths
+from ccm_hooks.commands import installer, settings_merge
 from ccm_hooks.errors import CcmError
 
 SETTINGS_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "settings"
@@ -438,7 +439,8 @@ WORKER = textwrap.dedent(
     """
     import contextlib, io, json, os, sys
     from pathlib import Path
-    from ccm_hooks import installer, paths
+    from ccm_hooks import paths
+    from ccm_hooks.commands import installer
     project, mode, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     for i in range(n):
         with contextlib.redirect_stdout(io.StringIO()):

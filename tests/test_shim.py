@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ccm_hooks import installer, settings_merge, shim
+from ccm_hooks.commands import installer, settings_merge, shim
 
 PAYLOADS = Path(__file__).resolve().parent / "fixtures" / "payloads"
 CLI = shutil.which("ccm-hooks", path=os.path.dirname(sys.executable)) or "ccm-hooks"
@@ -77,7 +77,7 @@ def test_write_shim_replaces_and_tightens_existing(ccm_home: Path) -> None:
 
 def test_package_parent_holds_ccm_hooks() -> None:
     assert (Path(shim.package_parent()) / "ccm_hooks" / "handler.py").exists() or not HAVE_HANDLER
-    assert (Path(shim.package_parent()) / "ccm_hooks" / "shim.py").exists()
+    assert (Path(shim.package_parent()) / "ccm_hooks" / "commands" / "shim.py").exists()
 
 
 @pytest.mark.parametrize("python", ["/opt/my tools/bin/python3", "/" + "x" * 130 + "/python3"])

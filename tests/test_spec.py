@@ -14,7 +14,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from ccm_hooks import handler, paths, record, sendqueue, settings_merge, state, store, validate
+from ccm_hooks import handler, paths, record, state, store
+from ccm_hooks.commands import settings_merge, validate
+from ccm_hooks.statedir import sendqueue
 from tests.conftest import REPO
 from tests.hookrun import FIXTURES, FULL_ENV, payload, run_hook
 

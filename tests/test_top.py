@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ccm_hooks import top
+from ccm_hooks.commands import top
 from tests.claude_harness import Pane, TmuxServer, capture, send_keys, wait_for, wait_for_screen
 from tests.hookrun import payload, read_log, run_hook
 

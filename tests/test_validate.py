@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ccm_hooks import validate
+from ccm_hooks.commands import validate
 from ccm_hooks.errors import CcmError
 from tests.hookrun import FIXTURES, FULL_ENV, payload, run_hook, spawn_hook
 

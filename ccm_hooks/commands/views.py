@@ -11,50 +11,14 @@ import sys
 import time
 from typing import Any
 
-from ccm_hooks import paths, reader
-from ccm_hooks.errors import CcmError
+from ccm_hooks import paths
+from ccm_hooks.statedir import reader
+from ccm_hooks.statedir.timefmt import format_age, parse_since, parse_ts
 
 FOLLOW_RESCAN_S = 5.0  # watchers can miss events; re-read every file this often anyway
 WATCH_REDRAW_S = 2.0
 _AGE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_ts(value: object) -> float | None:
-    """Seconds since the epoch for one of our ISO timestamps, or None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def parse_since(text: str, now: float) -> str:
-    """``--since`` as one of our fixed-width UTC timestamps (which compare as strings)."""
-    from ccm_hooks.record import iso_utc
-
-    age = _AGE_RE.fullmatch(text.strip())
-    if age:
-        return iso_utc(now - float(age.group(1)) * _UNIT_S[age.group(2)])
-    try:
-        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise CcmError(
-            f"--since {text!r} is neither an ISO time (2026-11-21T09:30, 2026-11-21 09:30:00Z) "
-            "nor an age (90s, 15m, 2h, 1d)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.astimezone()  # a bare time means local time, as `date` would print it
-    return iso_utc(when.timestamp())
-
-
-def format_age(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _one_line(text: object, width: int) -> str:
@@ -81,7 +45,7 @@ def status_cmd(as_json: bool, watch: bool = False) -> int:
     if not watch:
         _print_status(root, as_json)
         return 0
-    from ccm_hooks.fswatch import DirWatcher
+    from ccm_hooks.statedir.fswatch import DirWatcher
 
     paths.ensure_layout(root)
     clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() and not as_json else ""
@@ -222,7 +186,7 @@ def events_cmd(session: str | None, events: list[str], since: str | None, follow
     sys.stdout.flush()
     if not follow:
         return 0
-    from ccm_hooks.fswatch import DirWatcher
+    from ccm_hooks.statedir.fswatch import DirWatcher
 
     paths.ensure_layout(root)
     with DirWatcher([paths.events_dir(root)]) as watcher:

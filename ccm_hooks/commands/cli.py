@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ccm_hooks.error_boundary import run_command
+from ccm_hooks.commands.error_boundary import run_command
 
 app = typer.Typer(
     add_completion=False,
@@ -52,7 +52,7 @@ def install(
     """Register the ccm hook handlers in a Claude Code settings file (merging, never clobbering)."""
 
     def call() -> int:
-        from ccm_hooks import installer
+        from ccm_hooks.commands import installer
 
         return installer.install_cmd(scope.value, project, dry_run)
 
@@ -68,7 +68,7 @@ def uninstall(
     """Remove exactly the entries ccm added; the file goes back to what it was before install."""
 
     def call() -> int:
-        from ccm_hooks import installer
+        from ccm_hooks.commands import installer
 
         return installer.uninstall_cmd(scope.value, project, dry_run)
 
@@ -80,7 +80,7 @@ def doctor(project: ProjectOpt = Path(".")) -> None:
     """Check the installation, the state dir, claude and tmux, and say what to fix."""
 
     def call() -> int:
-        from ccm_hooks import doctor as doctor_mod
+        from ccm_hooks.commands import doctor as doctor_mod
 
         return doctor_mod.doctor_cmd(project)
 
@@ -95,7 +95,7 @@ def status(
     """One line per session, newest first: state, project, last tool, age."""
 
     def call() -> int:
-        from ccm_hooks import views
+        from ccm_hooks.commands import views
 
         return views.status_cmd(as_json, watch)
 
@@ -120,7 +120,7 @@ def events(
     """Print the event log, oldest first."""
 
     def call() -> int:
-        from ccm_hooks import views
+        from ccm_hooks.commands import views
 
         return views.events_cmd(session, event or [], since, follow, as_json)
 
@@ -136,7 +136,7 @@ def validate(
     """Check a state dir against spec/: layout, modes, every record and status file."""
 
     def call() -> int:
-        from ccm_hooks import validate as validate_mod
+        from ccm_hooks.commands import validate as validate_mod
 
         return validate_mod.validate_cmd(home)
 
@@ -151,9 +151,9 @@ def send(
     """Queue a prompt for a session; ccm-agentd types it into the session's tmux pane once it is idle."""
 
     def call() -> int:
-        from ccm_hooks import sendqueue
+        from ccm_hooks.commands import send as send_mod
 
-        return sendqueue.send_cmd(session, text)
+        return send_mod.send_cmd(session, text)
 
     raise typer.Exit(run_command(call))
 
@@ -202,7 +202,7 @@ def watch_on(
     """Turn watch on for a SESSION_ID, a --project, or --global; unset options keep their current value."""
 
     def call() -> int:
-        from ccm_hooks import watchcmd
+        from ccm_hooks.commands import watchcmd
 
         changes = {"max_turns": max_turns, "prompt": prompt, "done_marker": done_marker,
                    "no_progress_turns": no_progress}  # fmt: skip
@@ -218,7 +218,7 @@ def watch_off(
     """Turn watch off for a SESSION_ID, a --project, or --global."""
 
     def call() -> int:
-        from ccm_hooks import watchcmd
+        from ccm_hooks.commands import watchcmd
 
         return watchcmd.watch_set_cmd(False, session, project, everyone, {})
 
@@ -233,7 +233,7 @@ def watch_status(
     """The defaults, and each session's watch state: turns used, why it stopped."""
 
     def call() -> int:
-        from ccm_hooks import watchcmd
+        from ccm_hooks.commands import watchcmd
 
         return watchcmd.watch_status_cmd(session, as_json)
 
@@ -247,7 +247,7 @@ def watch_reset(
     """Give a session a fresh run: the auto-continue count back to 0, a stop cleared."""
 
     def call() -> int:
-        from ccm_hooks import watchcmd
+        from ccm_hooks.commands import watchcmd
 
         return watchcmd.watch_reset_cmd(session)
 
@@ -267,7 +267,7 @@ def top(
     """
 
     def call() -> int:
-        from ccm_hooks import top as top_mod
+        from ccm_hooks.commands import top as top_mod
 
         return top_mod.top_cmd(iterations)
 

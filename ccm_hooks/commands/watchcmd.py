@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from ccm_hooks import fileio, paths, reader, store, watch
+from ccm_hooks import fileio, paths, store, watch
 from ccm_hooks.errors import CcmError
+from ccm_hooks.statedir import config, reader
 
 SHORT_STOP = {
     "done": "done",
@@ -81,40 +81,11 @@ def reset_session(root: str, session_id: str, by: str) -> dict[str, Any]:
 # --- defaults in config.toml ------------------------------------------------------------------------
 
 
-def read_config(root: str) -> dict[str, Any]:
-    path = watch.config_path(root)
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise CcmError(f"{path} is not valid TOML ({exc}); fix or remove it, then run this again") from None
-
-
-def write_config(root: str, data: dict[str, Any]) -> None:
-    """Replace config.toml (a copy of the old one kept as config.toml.bak) and refresh the snapshot."""
-    import tomli_w
-
-    path = watch.config_path(root)
-    text = tomli_w.dumps(data).encode()
-    try:
-        with open(path, "rb") as fh:
-            old = fh.read()
-    except FileNotFoundError:
-        old = None
-    if old is not None and old != text:
-        # tomli-w cannot keep comments: the previous file stays next to it, byte for byte.
-        fileio.atomic_write(path + ".bak", old)
-    fileio.atomic_write(path, text)
-    watch.compile_config(root)
-
-
 def set_defaults(root: str, project: str | None, enabled: bool, changes: dict[str, Any]) -> dict[str, Any]:
     """Update ``[watch]`` or ``[projects."<dir>".watch]``; returns the effective settings for that scope."""
     paths.ensure_dir(paths.locks_dir(root))
     with fileio.FileLock(os.path.join(paths.locks_dir(root), "config.lock"), 10.0):
-        data = read_config(root)
+        data = config.read_config(root)
         if project is None:
             table = data.setdefault("watch", {})
         else:
@@ -123,7 +94,7 @@ def set_defaults(root: str, project: str | None, enabled: bool, changes: dict[st
         if not isinstance(table, dict):
             raise CcmError(f"{watch.config_path(root)}: the watch entry is not a table; fix it by hand")
         table.update(changes, enabled=enabled)
-        write_config(root, data)
+        config.write_config(root, data)
     snapshot = watch.load_config(root)
     effective = dict(watch.DEFAULTS)
     effective.update(snapshot.get("global") or {})

@@ -19,7 +19,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ccm_hooks import installer, paths, settings_merge, shim
+from ccm_hooks import paths
+from ccm_hooks.commands import installer, settings_merge, shim
 from ccm_hooks.errors import CcmError
 
 TESTED_CLAUDE = (2, 1)  # the major.minor the hook facts in docs were verified against

@@ -15,9 +15,11 @@ import unicodedata
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ccm_hooks import paths, reader, views, watchcmd
+from ccm_hooks import paths
+from ccm_hooks.commands import watchcmd
 from ccm_hooks.errors import CcmError
-from ccm_hooks.fswatch import DirWatcher
+from ccm_hooks.statedir import reader, timefmt
+from ccm_hooks.statedir.fswatch import DirWatcher
 
 if TYPE_CHECKING:
     import curses
@@ -84,14 +86,14 @@ def action(st: dict[str, Any]) -> str:
 
 def row_values(st: dict[str, Any], now: float) -> list[str]:
     """The cells of one session's row, ACTION last."""
-    updated = views.parse_ts(st.get("updated_at"))
+    updated = timefmt.parse_ts(st.get("updated_at"))
     counters = st.get("counters")
     turns = counters.get("turns") if isinstance(counters, dict) else None
     project = os.path.basename(str(st.get("project") or st.get("cwd") or "").rstrip("/")) or "-"
     return [
         _clean(st.get("session_id") or "?")[:8],
         _clean(st.get("state") or "?"),
-        views.format_age(now - updated) if updated is not None else "?",
+        timefmt.format_age(now - updated) if updated is not None else "?",
         str(turns) if isinstance(turns, int) else "?",
         watchcmd.label(st.get("watch")),
         _clean(project),

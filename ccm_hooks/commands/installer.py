@@ -20,7 +20,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccm_hooks import paths, settings_merge, shim
+from ccm_hooks import paths
+from ccm_hooks.commands import settings_merge, shim
 from ccm_hooks.errors import CcmError
 
 SCOPES = ("project", "local", "user")
