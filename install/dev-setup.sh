@@ -1,6 +1,7 @@
 #!/bin/sh
 # Everything the test suite needs, from nothing: tmux and jq (apt, when root), a virtualenv in .venv with
-# ccm installed editable plus the test tools, and the pinned Claude Code CLI in tests/node_modules.
+# ccm installed editable plus the test tools, and every supported Claude Code CLI (tests/node_modules and
+# tests/claude-<version>/node_modules).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -31,7 +32,10 @@ python=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
-# The pinned CLI the end-to-end tests drive (version in tests/package.json).
-npm install --prefix tests --no-audit --no-fund --loglevel=error
-tests/node_modules/.bin/claude --version
+# The Claude Code versions the end-to-end tests drive: the newest in tests/package.json, the oldest supported
+# in tests/claude-<version>/package.json (spec/claude-versions.md).
+for dir in tests tests/claude-*/; do
+    npm install --prefix "$dir" --no-audit --no-fund --loglevel=error
+    "${dir%/}/node_modules/.bin/claude" --version
+done
 tmux -V

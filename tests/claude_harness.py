@@ -1,4 +1,5 @@
-"""Fixtures and helpers that drive the REAL ``claude`` CLI (2.1.197) offline, headless or in tmux.
+"""Fixtures and helpers that drive the REAL ``claude`` CLI offline, headless or in tmux, on every supported
+version (``SUPPORTED_VERSIONS``).
 
 Usage sketch::
 
@@ -41,12 +42,14 @@ from tests.fakeapi import FakeAnthropic
 
 __all__ = [
     "CLAUDE_VERSION",
+    "SUPPORTED_VERSIONS",
     "TEST_API_KEY",
     "Pane",
     "TmuxServer",
     "WaitTimeout",
     "capture",
     "claude_bin",
+    "claude_version",
     "claude_env",
     "fake_api",
     "find_claude",
@@ -87,48 +90,71 @@ def _unavailable(message: str) -> NoReturn:
 
 # --- locating the tools ---------------------------------------------------------------------------------
 
+# Every supported Claude Code version, newest first (spec/claude-versions.md). The newest is pinned in
+# tests/package.json, each older one in tests/claude-<version>/package.json; install/dev-setup.sh installs
+# them all. Tests that take ``claude_bin`` run once per version; CCM_TEST_CLAUDE_VERSIONS=2.1.328 (a comma
+# list) narrows that for a quick local run.
+SUPPORTED_VERSIONS = ("2.1.328", "2.1.197")
+CLAUDE_VERSION = SUPPORTED_VERSIONS[0]
 
-def find_claude() -> str | None:
-    """$CCM_TEST_CLAUDE, else the copy `npm install --prefix tests` put in tests/node_modules, else PATH."""
-    override = os.environ.get("CCM_TEST_CLAUDE")
-    if override:
-        return override
-    local = TESTS_DIR / "node_modules" / ".bin" / "claude"
+
+def selected_versions() -> list[str]:
+    wanted = [v.strip() for v in os.environ.get("CCM_TEST_CLAUDE_VERSIONS", "").split(",") if v.strip()]
+    unknown = [v for v in wanted if v not in SUPPORTED_VERSIONS]
+    if unknown:
+        raise pytest.UsageError(f"CCM_TEST_CLAUDE_VERSIONS names {unknown}; supported: {SUPPORTED_VERSIONS}")
+    return wanted or list(SUPPORTED_VERSIONS)
+
+
+def version_dir(version: str) -> Path:
+    """Where npm installs that version: tests/ for the newest, tests/claude-<version>/ for the others."""
+    return TESTS_DIR if version == SUPPORTED_VERSIONS[0] else TESTS_DIR / f"claude-{version}"
+
+
+def find_claude(version: str = CLAUDE_VERSION) -> str | None:
+    """The installed claude of ``version`` (see version_dir), else $CCM_TEST_CLAUDE for the newest."""
+    local = version_dir(version) / "node_modules" / ".bin" / "claude"
     if local.exists():
         return str(local)
-    return shutil.which("claude")
+    override = os.environ.get("CCM_TEST_CLAUDE")
+    return override if override and version == SUPPORTED_VERSIONS[0] else None
+
+
+def claude_version_of(path: str, home: Path) -> str:
+    """What ``path --version`` says (``2.1.328``), run with a scratch HOME."""
+    out = subprocess.run(
+        [path, "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "DISABLE_AUTOUPDATER": "1"},
+        stdin=subprocess.DEVNULL,
+    )
+    words = (out.stdout.strip().splitlines() or [""])[0].split()
+    return words[0] if out.returncode == 0 and words else ""
+
+
+@pytest.fixture(scope="session", params=selected_versions())
+def claude_version(request: pytest.FixtureRequest) -> str:
+    """The Claude Code version this test runs against: every test that uses claude runs on each."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")
-def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Path of the claude CLI, checked to be version 2.1.197 (the one the payload fixtures came from)."""
-    how = (
-        f"install it with `npm install --prefix tests` (pins @anthropic-ai/claude-code@{CLAUDE_VERSION}) "
-        "or point CCM_TEST_CLAUDE at a claude binary"
-    )
-    path = find_claude()
+def claude_bin(claude_version: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of the claude CLI of ``claude_version``, checked to really be that version."""
+    where = version_dir(claude_version).relative_to(TESTS_DIR.parent)
+    how = f"install it with `sh install/dev-setup.sh` (npm install --prefix {where})"
+    path = find_claude(claude_version)
     if path is None:
-        _unavailable(f"claude CLI not found: {how}")
+        _unavailable(f"claude {claude_version} not found: {how}")
     # A scratch HOME: even --version may create ~/.claude, and this runs before private_home applies.
-    home = tmp_path_factory.mktemp("claude-version-home")
     try:
-        out = subprocess.run(
-            [path, "--version"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "HOME": str(home),
-                "DISABLE_AUTOUPDATER": "1",
-            },
-            stdin=subprocess.DEVNULL,
-        )
+        found = claude_version_of(path, tmp_path_factory.mktemp("claude-version-home"))
     except (OSError, subprocess.TimeoutExpired) as exc:
         _unavailable(f"cannot run {path} --version ({exc}): {how}")
-    version = (out.stdout.strip().splitlines() or [""])[0]
-    if out.returncode != 0 or not version.startswith(CLAUDE_VERSION):
-        _unavailable(f"{path} is version {version!r}, tests need {CLAUDE_VERSION}: {how}")
+    if found != claude_version:
+        _unavailable(f"{path} is version {found!r}, not {claude_version}: {how}")
     return path
 
 
