@@ -49,8 +49,8 @@ __all__ = [
     "WaitTimeout",
     "capture",
     "claude_bin",
-    "claude_version",
     "claude_env",
+    "claude_version",
     "fake_api",
     "find_claude",
     "has_permission_dialog",
@@ -72,7 +72,6 @@ __all__ = [
     "write_settings",
 ]
 
-CLAUDE_VERSION = "2.1.197"
 TESTS_DIR = Path(__file__).resolve().parent
 # Any key works against the fake server; seed_claude_json pre-approves its last 20 characters so the
 # TUI does not ask "Do you want to use this API key?".
