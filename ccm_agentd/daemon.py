@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from ccm_agentd import delivery, health, liveness, notify, panes, sdnotify
-from ccm_agentd.jobs import Job, Wake
+from ccm_agentd.jobs import Job, Notify, Wake
 from ccm_agentd.sessions import QueueView, SessionCache, Timers, sid_of
 from ccm_hooks import paths, store
 from ccm_hooks.errors import CcmError
@@ -56,7 +56,9 @@ class Daemon:
         self.settings = agentd_settings.AgentdSettings()
         self.notifier: notify.Notifier | None = None
         self.health = health.Health(root, self.started)
-        self.jobs: list[Job] = list(jobs or [])
+        self.jobs: list[Job] = (
+            list(jobs) if jobs is not None else default_jobs(root, self.tmux, self.job_notify)
+        )
         self.job_due: dict[str, float | None] = {}
         self.last_checked: dict[str, float] = {}
         self.jitter: dict[str, float] = {}  # resume item id -> its jitter, drawn once
@@ -314,6 +316,18 @@ class Daemon:
         if self.notifier.send(n):
             log.info("notified %s for %s: %s", kind, sid[:8], n.summary)
 
+    def job_notify(
+        self, kind: str, subject: str, summary: str, *, since: str, state: str = "",
+        project: str | None = None, reason: str | None = None, tmux_pane: str | None = None,
+        tmux_socket: str | None = None,
+    ) -> None:  # fmt: skip
+        """The ``Notify`` jobs get (jobs.py): ``subject`` is what is deduplicated on (``task:<id>``)."""
+        if self.notifier is None:
+            return
+        n = notify.Notification(kind, subject, state, since, project, reason, tmux_pane, tmux_socket, summary)
+        if self.notifier.send(n):
+            log.info("notified %s for %s: %s", kind, subject, summary)
+
     # --- health and metrics ---------------------------------------------------------------------------
 
     def _health_facts(self) -> dict[str, Any]:
@@ -332,6 +346,13 @@ class Daemon:
         self.health.write_metrics(self.cache.statuses.values(), len(self.queue), self.counts, self.notifier,
                                   self.lag_ms, self.jobs)  # fmt: skip
         self.health.next_heartbeat = now + self.settings.heartbeat_s
+
+
+def default_jobs(root: str, tmux: panes.Tmux, notify: Notify) -> list[Job]:
+    """The jobs every daemon runs, each importing only what it needs (the fleet only when configured:
+    its job checks `[fleet]` itself and stays idle without it). Jobs register here, one line each."""
+    jobs: list[Job] = []
+    return jobs
 
 
 def _earliest(*times: float | None) -> float | None:
