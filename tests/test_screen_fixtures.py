@@ -37,9 +37,13 @@ def label(name: str) -> str:
     special = {
         "after_esc_model_turn_prompt_restored": "typed",  # Esc puts the prompt back into the box
         "after_send_keys_l_dash_R_terminal_reset": "no_box",
+        "after_trust_dialog_enter_exited": "no_box",  # claude exited: the pane is dead
         "usage_limit_oauth_rate_limit_options_dialog": "no_box",
         "folder_trust_dialog": "no_box",
         "rewind_selector_after_double_esc_on_empty_box": "no_box",
+        # A turn runs, but with text in the box the footer drops "esc to interrupt" (both versions): only
+        # the spinner line above the box still tells. Typed text alone already makes it unsafe to type.
+        "working_with_text_typed": "typed",
     }
     if name in special:
         return special[name]
