@@ -177,6 +177,7 @@ def test_an_empty_box_is_told_by_the_cursor_and_dim_hints(path: Path) -> None:
 HINTS = {
     "2.1.328/after_api_error_429_resend_hint": "Resend your message to try again",
     "2.1.328-classic/after_api_error_429_resend_hint": "Resend your message to try again",
+    "2.1.328/after_api_error_401_once_fixed_hint": "Once fixed, resend your message",
     "2.1.328/working_with_queued_message_hint": "Press up to edit queued messages",
     "2.1.197/working_with_queued_message_hint": "Press up to edit queued messages",
 }
@@ -202,6 +203,7 @@ MISREAD = {
     "after_stop_hook_block": "2.1.328 capture still shows the tricky reply above: read as busy",
     "after_api_error_429_resend_hint": "the dim hint 'Resend your message to try again' reads as typed text",
     "after_usage_limit_old_style_message": "the dim resend hint reads as typed text",
+    "after_api_error_401_once_fixed_hint": "the dim hint 'Once fixed, resend ...' reads as typed text",
     "after_429_with_unified_ratelimit_headers_apikey": "the dim resend hint reads as typed text",
     "typed_only_spaces": "capture-pane -p drops trailing spaces: a box holding '   ' reads as empty",
 }
