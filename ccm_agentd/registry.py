@@ -68,6 +68,8 @@ def read(pid: object, directory: str | None = None) -> Entry | None:
     if not isinstance(doc, dict):
         return None
     updated = doc.get("statusUpdatedAt") or doc.get("updatedAt")
+    if not isinstance(updated, (int, float)) or isinstance(updated, bool):
+        updated = None
 
     def text(key: str) -> str | None:
         value = doc.get(key)
@@ -80,6 +82,8 @@ def read(pid: object, directory: str | None = None) -> Entry | None:
         waiting_for=text("waitingFor"),
         version=text("version"),
         kind=text("kind"),
-        updated_at=updated / 1000.0 if isinstance(updated, (int, float)) and not isinstance(updated, bool) else None,
+        updated_at=updated / 1000.0
+        if isinstance(updated, (int, float)) and not isinstance(updated, bool)
+        else None,
         raw=doc,
     )
