@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ccm_hooks.commands import jsontext
+from ccm_hooks.commands import jsonsplice, jsontext
 from ccm_hooks.commands.jsontext import Number
 
 NUMBERS = ["0", "-0", "1", "-12", "10", "1.5", "1.50", "0.1", "1e3", "1E2", "1e400", "-1e400", "1e-400",
@@ -69,17 +69,17 @@ def test_random_documents_round_trip_and_edit(seed: int) -> None:
     value = tree.value
     assert json.loads(text) == plain(value)
     # Unchanged: the very same bytes, whatever the style passed.
-    assert jsontext.render(value, tree, jsontext.Style(indent=rng.choice([None, "  ", "\t"]))) == text
+    assert jsonsplice.render(value, tree, jsonsplice.Style(indent=rng.choice([None, "  ", "\t"]))) == text
     # Changed: valid JSON holding exactly the new value, every number as it was written.
     new = mutate(rng, value)
-    out = jsontext.render(new, tree, jsontext.Style(indent=rng.choice([None, "  "])))
+    out = jsonsplice.render(new, tree, jsonsplice.Style(indent=rng.choice([None, "  "])))
     assert jsontext.same(jsontext.parse(out).value, new)
 
 
 @pytest.mark.parametrize("token", NUMBERS)
 def test_numbers_keep_their_text(token: str) -> None:
     value = jsontext.parse(token).value
-    assert jsontext.scalar(value) == token
+    assert jsonsplice.scalar(value) == token
     if isinstance(value, Number):
         assert value.text == token
     else:
@@ -90,8 +90,8 @@ def test_splice_keeps_neighbours_and_style() -> None:
     text = '{\n\t"a" : [1 ,2],\n\t"b": {"c": 1E2}\n}'
     tree = jsontext.parse(text)
     new = {"a": [1, 2, 3], "b": tree.value["b"], "d": {"e": [True]}}
-    style = jsontext.Style(indent="\t", final_newline=False)
-    assert jsontext.render(new, tree, style) == (
+    style = jsonsplice.Style(indent="\t", final_newline=False)
+    assert jsonsplice.render(new, tree, style) == (
         '{\n\t"a" : [1 ,2,3],\n\t"b": {"c": 1E2},\n\t"d": {\n\t\t"e": [\n\t\t\ttrue\n\t\t]\n\t}\n}'
     )
 
@@ -126,6 +126,6 @@ def test_duplicate_keys_refused_only_where_an_edit_falls() -> None:
     tree = jsontext.parse('{"env": {"A": 1, "A": 2}, "hooks": {}}')
     assert tree.value["env"] == {"A": 2}  # as JSON.parse reads it
     untouched = {"env": tree.value["env"], "hooks": {"Stop": []}}
-    assert jsontext.render(untouched, tree, jsontext.DEFAULT_STYLE).startswith('{"env": {"A": 1, "A": 2}')
+    assert jsonsplice.render(untouched, tree, jsonsplice.DEFAULT_STYLE).startswith('{"env": {"A": 1, "A": 2}')
     with pytest.raises(jsontext.CannotRoundTrip, match='has the key "A" twice'):
-        jsontext.render({"env": {"A": 3}, "hooks": {}}, tree, jsontext.DEFAULT_STYLE)
+        jsonsplice.render({"env": {"A": 3}, "hooks": {}}, tree, jsonsplice.DEFAULT_STYLE)

@@ -8,16 +8,11 @@ and swap against programs that do not take our lock, such as Claude Code itself)
 
 from __future__ import annotations
 
-import datetime
 import difflib
-import hashlib
-import json
 import os
 import random
-import re
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,21 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ccm_hooks import paths
-from ccm_hooks.commands import jsontext, settings_merge, shim
+from ccm_hooks.commands import jsontext, settings_backup, settings_merge, shim
 from ccm_hooks.errors import CcmError
 from ccm_hooks.statedir import editfile
 
 SCOPES = ("project", "local", "user")
 NEW_FILE_MODE = 0o644  # what Claude Code itself creates settings files with
-KEEP_BACKUPS = 20
 LOCK_TIMEOUT = 30.0  # seconds; an install takes milliseconds, so waiting this long means a stuck process
 CONTENDED_S = 10.0  # give up when another program rewrites the file faster than we can swap, for this long
 SETTLE_S = (
     0.05  # a file that does not parse (or is empty) is read again after this, in case it was half-written
 )
-ORIGINAL = "original.json"
-ORIGINAL_ABSENT = "original.absent"
-_BACKUP_RE = re.compile(r"\d{8}T\d{6}\.\d{6}Z(-\d+)?\.json")
 
 
 def settings_path(scope: str, project: Path) -> Path:
@@ -60,22 +51,12 @@ def real_target(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def slug(target: Path) -> str:
-    """A readable, collision-free file name for a settings file (letters, digits, dashes only).
-
-    The hash keeps ``/a/b-c`` and ``/a/b/c`` apart; the readable part is clipped so the name stays short.
-    """
-    text = os.fspath(target)
-    readable = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[-80:].lstrip("-")
-    return f"{readable}-{hashlib.sha256(text.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
+slug = settings_backup.slug
+backup_dir = settings_backup.backup_dir
 
 
 def lock_path(state_root: str, target: Path) -> Path:
     return Path(paths.locks_dir(state_root)) / f"settings-{slug(target)}.lock"
-
-
-def backup_dir(state_root: str, target: Path) -> Path:
-    return Path(paths.backups_dir(state_root)) / slug(target)
 
 
 @contextmanager
@@ -167,84 +148,6 @@ def _load(path: Path, target: Path, action: str) -> Loaded:
                 raise error
             return loaded
         snap = again
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    paths.ensure_dir(os.fspath(path.parent))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)  # mkstemp already made it 0600: settings may hold tokens in "env"
-
-
-def _backup(state_root: str, target: Path, raw: bytes) -> Path:
-    """Copy ``raw`` to a new timestamped file, keep the newest ``KEEP_BACKUPS``; return its path."""
-    bdir = backup_dir(state_root, target)
-    paths.ensure_dir(os.fspath(bdir))
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    dest = bdir / f"{stamp}.json"
-    n = 0
-    while dest.exists():  # two changes in one microsecond: keep both
-        n += 1
-        dest = bdir / f"{stamp}-{n}.json"
-    _write_private(dest, raw)
-    # Names sort in time order (fixed-width UTC stamps), so the oldest are first.
-    backups = sorted(p for p in bdir.iterdir() if _BACKUP_RE.fullmatch(p.name))
-    for old in backups[:-KEEP_BACKUPS]:
-        old.unlink(missing_ok=True)
-    return dest
-
-
-@dataclass
-class Original:
-    raw: bytes | None  # None: the settings file did not exist before the first install
-    created_dir: str | None  # a directory the first install created (only when raw is None)
-
-
-def _save_original(state_root: str, target: Path, raw: bytes | None, created_dir: str | None) -> None:
-    """Remember the content before the FIRST install; later installs keep the first record."""
-    bdir = backup_dir(state_root, target)
-    if (bdir / ORIGINAL).exists() or (bdir / ORIGINAL_ABSENT).exists():
-        return
-    if raw is not None:
-        _write_private(bdir / ORIGINAL, raw)
-        return
-    if created_dir is None and _created_by_ccm(state_root, target.parent):
-        # .claude/ made by the install of the sibling scope: whichever uninstall empties it removes it.
-        created_dir = os.fspath(target.parent)
-    _write_private(bdir / ORIGINAL_ABSENT, json.dumps({"created_dir": created_dir}).encode() + b"\n")
-
-
-def _created_by_ccm(state_root: str, directory: Path) -> bool:
-    for marker in Path(paths.backups_dir(state_root)).glob(f"*/{ORIGINAL_ABSENT}"):
-        try:
-            if json.loads(marker.read_text("utf-8")).get("created_dir") == os.fspath(directory):
-                return True
-        except (OSError, ValueError, AttributeError):
-            continue
-    return False
-
-
-def _load_original(state_root: str, target: Path) -> Original | None:
-    bdir = backup_dir(state_root, target)
-    try:
-        return Original((bdir / ORIGINAL).read_bytes(), None)
-    except FileNotFoundError:
-        pass
-    try:
-        info = json.loads((bdir / ORIGINAL_ABSENT).read_text("utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-    created = info.get("created_dir") if isinstance(info, dict) else None
-    return Original(None, created if isinstance(created, str) else None)
-
-
-def _forget_original(state_root: str, target: Path) -> None:
-    bdir = backup_dir(state_root, target)
-    for name in (ORIGINAL, ORIGINAL_ABSENT):
-        (bdir / name).unlink(missing_ok=True)
 
 
 def _state_root() -> str:
@@ -373,7 +276,7 @@ def _edit(root: str, path: Path, target: Path, action: str, plan: Callable[[Load
             _next_write(target)
             continue
         except editfile.Displaced as exc:
-            kept = _backup(root, target, exc.data)
+            kept = settings_backup.take(root, target, exc.data)
             raise CcmError(
                 f"another program wrote {path} at the very moment ccm-hooks {action} replaced it; that "
                 f"version is saved as {kept}: compare, then run ccm-hooks {action} again"
@@ -382,7 +285,7 @@ def _edit(root: str, path: Path, target: Path, action: str, plan: Callable[[Load
             raise _write_error(path, exc) from None
         if loaded.raw is not None:
             try:
-                done.backup = _backup(root, target, loaded.raw)
+                done.backup = settings_backup.take(root, target, loaded.raw)
             except OSError as exc:
                 raise CcmError(
                     f"changed {path}, but could not keep a backup of it under {paths.backups_dir(root)}: "
@@ -421,7 +324,7 @@ def install_cmd(scope: str, project: Path, dry_run: bool) -> int:
         if done.plan is None:
             print(f"already installed in {path}, nothing to change")
             return 0
-        _save_original(root, target, done.loaded.raw, done.created_dir)
+        settings_backup.save_original(root, target, done.loaded.raw, done.created_dir)
     if done.backup is None:
         print(f"created {path} with {n} ccm hooks")
     else:
@@ -433,7 +336,7 @@ def _plan_uninstall(root: str | None, path: Path, target: Path, loaded: Loaded) 
     if loaded.raw is None or not settings_merge.count_ours(loaded.doc):
         return None
     cleaned, removed = settings_merge.uninstall(loaded.doc)
-    original = _load_original(root, target) if root is not None else None
+    original = settings_backup.load_original(root, target) if root is not None else None
     want = settings_merge.normalized(cleaned)
     if original is not None and original.raw is None and want == {}:
         how = "deleted it (it did not exist before install)"
@@ -466,7 +369,7 @@ def uninstall_cmd(scope: str, project: Path, dry_run: bool) -> int:
         done = _edit(
             root, path, target, "uninstall", lambda loaded: _plan_uninstall(root, path, target, loaded)
         )
-        _forget_original(root, target)  # done, or stale: the user removed our entries by hand
+        settings_backup.forget_original(root, target)  # done, or stale: the user removed our entries by hand
         if done.plan is None:
             print(f"no ccm hooks in {path}, nothing to change")
             return 0

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from ccm_hooks.commands import jsontext
+from ccm_hooks.commands import jsonsplice, jsontext
 from ccm_hooks.errors import CcmError
 
 Settings = dict[str, Any]
@@ -268,8 +268,8 @@ def normalized(doc: Settings) -> Settings:
 
 # --- text style -----------------------------------------------------------------------------------
 
-Style = jsontext.Style
-DEFAULT_STYLE = jsontext.DEFAULT_STYLE
+Style = jsonsplice.Style
+DEFAULT_STYLE = jsonsplice.DEFAULT_STYLE
 _INDENT_RE = re.compile(r"[{\[][ \t]*\r?\n([ \t]+)\S")
 _SPACED_RE = re.compile(r'"\s*:\s|,\s')  # a space after a key or between items: not minified
 
@@ -293,7 +293,7 @@ def detect_style(text: str) -> Style:
 
 def dumps(doc: Settings, style: Style = DEFAULT_STYLE) -> str:
     """A whole new file in ``style``: same indent, line ending, final newline; non-ASCII kept as is."""
-    return jsontext.dumps(doc, style)
+    return jsonsplice.dumps(doc, style)
 
 
 def render(doc: Settings, text: str, tree: jsontext.Tree | None) -> str:
@@ -303,7 +303,7 @@ def render(doc: Settings, text: str, tree: jsontext.Tree | None) -> str:
     """
     if tree is None:
         return dumps(doc, detect_style(text))
-    return jsontext.render(doc, tree, detect_style(text), similar=_edited_version)
+    return jsonsplice.render(doc, tree, detect_style(text), similar=_edited_version)
 
 
 def _edited_version(new: Any, old: Any) -> bool:
