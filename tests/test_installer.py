@@ -513,6 +513,19 @@ def test_everything_ccm_creates_is_private(project: Path, ccm_home: Path, tmp_pa
     assert seen >= 6  # shim, locks, backups, original, config.toml, its snapshot
 
 
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o000, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_new_settings_file_and_dir_modes(project: Path, umask: int, file_mode: int, dir_mode: int) -> None:
+    """Like Claude's own: 0644 and 0755 at most, less what the umask takes (never world-writable)."""
+    old = os.umask(umask)
+    try:
+        assert installer.install_cmd("project", project, False) == 0
+    finally:
+        os.umask(old)
+    path = project / ".claude" / "settings.json"
+    assert stat.S_IMODE(path.stat().st_mode) == file_mode
+    assert stat.S_IMODE(path.parent.stat().st_mode) == dir_mode
+
+
 def test_not_utf8_refused(project: Path) -> None:
     path = project / ".claude" / "settings.json"
     path.parent.mkdir()

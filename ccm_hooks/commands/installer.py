@@ -25,12 +25,11 @@ from ccm_hooks.errors import CcmError
 from ccm_hooks.statedir import editfile
 
 SCOPES = ("project", "local", "user")
-NEW_FILE_MODE = 0o644  # what Claude Code itself creates settings files with
+NEW_FILE_MODE = 0o644  # what Claude Code itself creates settings files with (less what the umask removes)
 LOCK_TIMEOUT = 30.0  # seconds; an install takes milliseconds, so waiting this long means a stuck process
 CONTENDED_S = 10.0  # give up when another program rewrites the file faster than we can swap, for this long
-SETTLE_S = (
-    0.05  # a file that does not parse (or is empty) is read again after this, in case it was half-written
-)
+# A file that does not parse (or is empty) is read again after this, in case it was caught half-written.
+SETTLE_S = 0.05
 
 
 def settings_path(scope: str, project: Path) -> Path:
@@ -222,6 +221,12 @@ def _refuse_read_only(path: Path, target: Path, loaded: Loaded, action: str) -> 
         )
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def _next_write(target: Path) -> None:
     """Wait (briefly) for the other writer's next write, so the retry starts right after one: a program
     that rewrites a file in a loop pauses after each write, and that pause is our best window."""
@@ -252,6 +257,7 @@ def _edit(root: str, path: Path, target: Path, action: str, plan: Callable[[Load
     in the meantime (``editfile.Changed``), for at most ``CONTENDED_S`` seconds. The backup of what was
     replaced is written after the swap, to keep the read-to-swap window short."""
     give_up = time.monotonic() + CONTENDED_S
+    created_dir: str | None = None  # kept across attempts: a retry finds the directory already there
     while True:
         loaded = _load(path, target, action)
         todo = plan(loaded)
@@ -264,9 +270,10 @@ def _edit(root: str, path: Path, target: Path, action: str, plan: Callable[[Load
                 editfile.remove(loaded.snap)
             else:
                 if loaded.raw is None and not target.parent.is_dir():
-                    target.parent.mkdir(parents=True)
-                    done.created_dir = os.fspath(target.parent)
-                editfile.replace(loaded.snap, todo.new_bytes, NEW_FILE_MODE)
+                    target.parent.mkdir(mode=0o755, parents=True)  # as Claude's own, less the umask
+                    created_dir = os.fspath(target.parent)
+                done.created_dir = created_dir
+                editfile.replace(loaded.snap, todo.new_bytes, NEW_FILE_MODE & ~_umask())
         except editfile.Changed:
             if time.monotonic() > give_up:
                 raise CcmError(

@@ -101,11 +101,11 @@ def load_original(state_root: str, target: Path) -> Original | None:
     bdir = backup_dir(state_root, target)
     try:
         return Original((bdir / ORIGINAL).read_bytes(), None)
-    except FileNotFoundError:
+    except OSError:  # none recorded (or no usable state dir: dry runs do not check it)
         pass
     try:
         info = json.loads((bdir / ORIGINAL_ABSENT).read_text("utf-8"))
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return None
     created = info.get("created_dir") if isinstance(info, dict) else None
     return Original(None, created if isinstance(created, str) else None)
