@@ -76,6 +76,8 @@ def check_watch_config(report: Report, root: str) -> None:
     from ccm_hooks import watch
 
     path = watch.config_path(root)
+    if shim.state_dir_problem(root) is not None:
+        return  # said by check_state_dir; compiling would write a snapshot into a dir not ours alone
     try:
         st = os.lstat(path)
     except OSError:
