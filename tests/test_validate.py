@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ccm_hooks.commands import validate
+from ccm_hooks.commands import validate, validatelog
 from ccm_hooks.errors import CcmError
 from tests.hookrun import FIXTURES, FULL_ENV, payload, run_hook, spawn_hook
 
@@ -395,7 +395,7 @@ def test_temp_files_are_ignored(home: Path, capsys: pytest.CaptureFixture[str]) 
 def test_a_busy_session_is_checked_without_its_lock(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(validate, "LOCK_WAIT_S", 0.05)
+    monkeypatch.setattr(validatelog, "LOCK_WAIT_S", 0.05)
     lock = home / "locks" / (a_log(home).stem + ".lock")
     fd = os.open(lock, os.O_RDWR)
     try:
