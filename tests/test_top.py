@@ -111,7 +111,7 @@ def test_plain_prints_a_new_snapshot_after_each_change(ccm_home: Path) -> None:
             return parts[1].splitlines() if len(parts) > 1 and len(parts[1].splitlines()) == 3 else []
 
         # Before the periodic rescan could have run: the snapshot came from the file-change watcher.
-        left = shown + top.PLAIN_RESCAN_S - 0.5 - time.monotonic()
+        left = shown + top.RESCAN_S - 0.5 - time.monotonic()
         table = wait_for(second, max(left, 0.1), what="a second snapshot, prompted by the change")
         assert table[0].startswith("SESSION") and {row[:8] for row in table[1:]} == {A[:8], C[:8]}
     finally:
@@ -133,7 +133,7 @@ def test_rows_fit_any_width_even_with_wide_characters() -> None:
         row = top.format_row(top.row_values(st, time.time()), width)
         assert sum(map(top._cells, row)) <= width and row.endswith("…")
     assert "on 7 left" in top.format_row(top.row_values(st, time.time()), 80)
-    assert top.action({**st, "state": "working", "current_action": "Bash: a\nb\x1b[31m"}) == "Bash: a b?[31m"
+    assert top.action({**st, "state": "working", "current_action": "Bash: a\nb\x1b[31m"}) == "Bash: a b^[[31m"
 
 
 # --- the interactive view, in a real 80x24 tmux pane -----------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ccm_hooks.commands.error_boundary import run_command
 from tests.hookrun import payload, run_hook
 
 CLI = str(Path(sys.executable).parent / "ccm-hooks")
@@ -129,11 +130,14 @@ def test_events_into_a_closed_pipe_is_not_an_error(ccm_home: Path) -> None:
     assert out.stdout.count("\n") == 1 and out.stderr == ""
 
 
-def test_unexpected_errors_exit_3_with_a_pointer_to_the_log(ccm_home: Path) -> None:
-    ccm_home.mkdir(parents=True)
-    (ccm_home / "status").write_text("a file where the status directory should be")
-    out = cli("status")
-    assert out.returncode == 3
-    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
-    assert str(ccm_home / "log" / "cli.log") in out.stderr
-    assert "NotADirectoryError" in (ccm_home / "log" / "cli.log").read_text()
+def test_unexpected_errors_exit_3_with_a_pointer_to_the_log(
+    ccm_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken() -> int:
+        raise NotADirectoryError("a bug somewhere")
+
+    assert run_command(broken) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert str(ccm_home / "log" / "cli.log") in err
+    assert "NotADirectoryError: a bug somewhere" in (ccm_home / "log" / "cli.log").read_text()
