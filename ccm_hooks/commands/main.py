@@ -26,8 +26,8 @@ COMPLETE_VAR = "_CCM_HOOKS_COMPLETE"  # set by the completion scripts typer gene
 
 
 class Opt:
-    """One option: its names, the keyword it fills, and its kind: "flag" (True when given), "str",
-    "int", "float", "multi" (a repeatable str, collected in a list)."""
+    """One option: its names, the keyword it fills, and its kind: "flag" (True when given), "str", "path"
+    (a str the command makes absolute), "int", "float", "multi" (a repeatable str, collected in a list)."""
 
     __slots__ = ("dest", "kind", "names")
 
@@ -40,7 +40,7 @@ FAST: dict[str, tuple[Opt, ...]] = {
         Opt(("--json",), "as_json", "flag"),
         Opt(("--watch", "-w"), "watch", "flag"),
         Opt(("--active", "-a"), "active", "flag"),
-        Opt(("--project", "-C"), "project", "str"),
+        Opt(("--project", "-C"), "project", "path"),
     ),
     "events": (
         Opt(("--session", "-s"), "session", "str"),
@@ -97,15 +97,31 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
             i += 1
         else:
             return None  # a missing value: typer says so
-        try:
-            value: Any = int(raw) if opt.kind == "int" else float(raw) if opt.kind == "float" else raw
-        except ValueError:
+        value = _convert(opt.kind, raw)
+        if value is None:
             return None
         if opt.kind == "multi":
             values[opt.dest].append(value)
         else:
             values[opt.dest] = value
     return command, values
+
+
+def _convert(kind: str, raw: str) -> Any:
+    """The value, or None to let typer judge it: numbers in plain ASCII only (typer's validation refuses
+    "1_000", " 5", "٣" and "1e3" where Python's int and float would take them)."""
+    if kind in ("str", "multi", "path"):
+        return raw
+    sign = raw[:1] in "+-" and raw[:1] != ""
+    body = raw[1:] if sign else raw
+    whole, dot, frac = body.partition(".")
+    if not (whole.isascii() and whole.isdigit()):
+        return None
+    if kind == "int":
+        return None if dot else int(raw)
+    if dot and not (frac.isascii() and frac.isdigit()):
+        return None
+    return float(raw)
 
 
 def _runner(command: str, kw: dict[str, Any]) -> Callable[[], int]:

@@ -50,6 +50,8 @@ def usable(root: str, *, write: bool = False) -> None:
     except NotADirectoryError:
         _check_ancestor(root, where, fix)
         return
+    except PermissionError:
+        raise CcmError(f"cannot reach {where}: permission denied on a directory above it; {fix}") from None
     except OSError as exc:
         raise CcmError(f"cannot use {where}: {exc.strerror}; {fix}") from None
     if not stat.S_ISDIR(st.st_mode):
