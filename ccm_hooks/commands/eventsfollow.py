@@ -1,10 +1,11 @@
 """``ccm-hooks events --follow``: like ``tail -n N -f``, over every session's log, new sessions included.
 
-The watcher exists before anything is read, so a record appended while the history prints is not missed.
-Then work follows what changed: the watcher says which logs were written (``DirWatcher.take()``), and only
-those are read, from the offset just after the last line printed. Every FOLLOW_RESCAN_S (and when the
-watcher lost events) the directory is listed and each log's size compared with its offset: a stat per
-log, no reads unless it grew.
+The last N records print first (the watcher's imports cost more than that), each log's offset just after
+the last line considered; then the watcher starts and one pass over the directory catches whatever was
+appended in between, so nothing is missed. From then on work follows what changed: the watcher says which
+logs were written (``DirWatcher.take()``), and only those are read, from their offsets. Every
+FOLLOW_RESCAN_S (and when the watcher lost events) the directory is listed and each log's size compared
+with its offset: a stat per log, no reads unless it grew.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING
 from ccm_hooks import paths
 from ccm_hooks.commands.eventsview import FOLLOW_RESCAN_S, Output, Query, history, kept, log_files
 from ccm_hooks.statedir import logscan, reader
-from ccm_hooks.statedir.fswatch import DirWatcher
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -33,13 +33,20 @@ class Followed:
 def follow_logs(root: str, query: Query, out: Output) -> None:
     paths.ensure_layout(root)
     events_dir = paths.events_dir(root)
+    ends: dict[str, int] = {}
+    for line, rec in history(root, query, ends):
+        out.record(line, rec)
+    out.flush()
+    # A log not in ends appeared after the history was read: all of it is new.
+    logs = {
+        sid: Followed(path, ends[sid], _inode(path))
+        for sid, path in log_files(root, query).items()
+        if sid in ends
+    }
+    from ccm_hooks.statedir.fswatch import DirWatcher
+
     with DirWatcher([events_dir]) as watcher:
-        ends: dict[str, int] = {}
-        for line, rec in history(root, query, ends):
-            out.record(line, rec)
-        out.flush()
-        files = log_files(root, query)
-        logs = {sid: Followed(path, ends.get(sid, 0), _inode(path)) for sid, path in files.items()}
+        _print_new(root, _rescan(root, query, logs), logs, query, out)  # what came while the watcher started
         rescanned = time.monotonic()
         while True:
             watcher.wait(max(0.0, rescanned + FOLLOW_RESCAN_S - time.monotonic()))

@@ -210,10 +210,10 @@ def events_cmd(
 
 
 def log_files(root: str, query: Query) -> dict[str, str]:
-    files = reader.event_files(root)
     if query.session is not None:
-        return {query.session: files[query.session]} if query.session in files else {}
-    return files
+        path = paths.events_path(root, query.session)
+        return {query.session: path} if os.path.lexists(path) else {}
+    return reader.event_files(root)
 
 
 def history(root: str, query: Query, ends: dict[str, int] | None = None) -> Iterator[tuple[bytes, Any]]:
@@ -231,7 +231,10 @@ def history(root: str, query: Query, ends: dict[str, int] | None = None) -> Iter
         start = logscan.seek_since(path, threshold) if threshold else 0
         streams.append((sid, path, start))
     chunk = logscan.chunk_for(len(streams))
-    sources = [kept(logscan.LogStream(path, start, chunk=chunk), query) for _, path, start in streams]
+    since = query.since or ""
+    sources = [
+        kept(logscan.LogStream(path, start, chunk=chunk, min_ts=since), query) for _, path, start in streams
+    ]
     yield from sources[0] if len(sources) == 1 else logscan.merge(sources)
 
 
@@ -239,6 +242,15 @@ def kept(stream: logscan.LogStream, query: Query) -> Iterator[tuple[bytes, Any]]
     for line, rec in stream.lines():
         if query.keep(rec):
             yield line, rec
+
+
+def _may_hold(newest: str, n: int, best: list[Any], threshold: str) -> bool:
+    """Whether a log whose records are all at or before ``newest`` can add to the newest ``n``."""
+    if n == 0 or not newest:
+        return n > 0
+    if threshold and newest < threshold:
+        return False
+    return len(best) < n or newest >= best[0][0][0]
 
 
 def _newest_possible(path: str) -> str:
@@ -270,8 +282,11 @@ def _tail(files: dict[str, str], query: Query, ends: dict[str, int] | None) -> I
     best: list[tuple[tuple[str, str, int], int, str, bytes, Any]] = []  # min-heap of the newest n so far
     counter = 0
     for mtime, sid, path in by_mtime:
-        full = len(best) >= n
-        if n == 0 or (full and mtime < best[0][0][0]) or (threshold and mtime < threshold):
+        # Two bounds on the newest ts in this log: its mtime (cheap: already stat'ed), and its last
+        # record's ts plus the margin (a small read), for logs whose mtime says little (copied, touched).
+        if not _may_hold(mtime, n, best, threshold) or not _may_hold(
+            shift_ts(logscan.last_ts(path) or "", logscan.SEEK_MARGIN_S), n, best, threshold
+        ):
             if ends is not None:
                 ends[sid] = logscan.end_of_lines(path)
             continue

@@ -35,6 +35,10 @@ class Opt:
         self.names, self.dest, self.kind = names, dest, kind
 
 
+# The read commands, by their words ("task list" would be a two-word key), and their options. Each has a
+# runner below that calls the command's function with these keyword arguments; the state dir is checked
+# first (home.usable). To add one: an entry here, a runner in RUNNERS, and the typer command in cli.py with
+# the same options (tests/test_cli.py checks they match).
 FAST: dict[str, tuple[Opt, ...]] = {
     "status": (
         Opt(("--json",), "as_json", "flag"),
@@ -58,15 +62,39 @@ FAST: dict[str, tuple[Opt, ...]] = {
 }
 
 
+def _status(kw: dict[str, Any]) -> int:
+    from ccm_hooks.commands import statusview
+
+    return statusview.status_cmd(kw["as_json"], kw["watch"], kw["active"], kw["project"])
+
+
+def _events(kw: dict[str, Any]) -> int:
+    from ccm_hooks.commands import eventsview
+
+    return eventsview.events_cmd(
+        kw["session"], kw["event"], kw["since"], kw["follow"], kw["as_json"], kw["lines"]
+    )
+
+
+def _top(kw: dict[str, Any]) -> int:
+    from ccm_hooks.commands import top
+
+    return top.top_cmd(kw["iterations"], kw["delay"], kw["show_all"])
+
+
+RUNNERS: dict[str, Callable[[dict[str, Any]], int]] = {"status": _status, "events": _events, "top": _top}
+
+
 def defaults(command: str) -> dict[str, Any]:
     return {o.dest: ([] if o.kind == "multi" else False if o.kind == "flag" else None) for o in FAST[command]}
 
 
 def parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
     """(command, keyword arguments) for a well-formed fast invocation, else None (typer takes it)."""
-    if not argv or argv[0] not in FAST:
+    command = next((c for c in FAST if argv[: len(c.split())] == c.split()), None)
+    if command is None:
         return None
-    command, rest = argv[0], argv[1:]
+    rest = argv[len(command.split()) :]
     by_name = {name: opt for opt in FAST[command] for name in opt.names}
     values = defaults(command)
     i = 0
@@ -130,19 +158,7 @@ def _runner(command: str, kw: dict[str, Any]) -> Callable[[], int]:
         from ccm_hooks.statedir import home
 
         home.usable(paths.state_dir())
-        if command == "status":
-            from ccm_hooks.commands import statusview
-
-            return statusview.status_cmd(kw["as_json"], kw["watch"], kw["active"], kw["project"])
-        if command == "events":
-            from ccm_hooks.commands import eventsview
-
-            return eventsview.events_cmd(
-                kw["session"], kw["event"], kw["since"], kw["follow"], kw["as_json"], kw["lines"]
-            )
-        from ccm_hooks.commands import top
-
-        return top.top_cmd(kw["iterations"], kw["delay"], kw["show_all"])
+        return RUNNERS[command](kw)
 
     return run
 

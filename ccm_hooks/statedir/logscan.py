@@ -65,13 +65,20 @@ class LogStream:
     ``inode``: the file this must be (a replaced file ends the stream)."""
 
     def __init__(
-        self, path: str, start: int = 0, stop: int | None = None, chunk: int = CHUNK, inode: int | None = None
+        self,
+        path: str,
+        start: int = 0,
+        stop: int | None = None,
+        chunk: int = CHUNK,
+        inode: int | None = None,
+        min_ts: str = "",
     ) -> None:
         self.path = path
         self.start = self.offset = start
         self.stop = stop
         self.chunk = chunk
         self.inode = inode
+        self.min_ts = min_ts  # lines with an earlier ts are skipped unparsed (a --since scan)
 
     def lines(self) -> Iterator[tuple[bytes, Record]]:
         """(raw line without its newline, record) in file order."""
@@ -111,6 +118,8 @@ class LogStream:
                 start = nl + 1
                 self.offset += len(line) + 1
                 if line:
+                    if self.min_ts and (line_ts(line) or "") < self.min_ts:
+                        continue
                     rec = parse(line)
                     if rec is not None:
                         yield line, rec
@@ -168,6 +177,9 @@ def seek_since(path: str, threshold: str) -> int:
     fd, st = got
     try:
         lo, hi = 0, st.st_size
+        last = _last_ts(fd, hi)
+        if last is not None and last < threshold:
+            return hi  # even the newest record is older: nothing in this log (the common case for --since)
         while hi - lo > SEEK_WINDOW:
             probe = _read_line_at(fd, (lo + hi) // 2, hi)
             ts = None
@@ -185,6 +197,34 @@ def seek_since(path: str, threshold: str) -> int:
             else:
                 hi = start
         return lo
+    finally:
+        os.close(fd)
+
+
+def _last_ts(fd: int, size: int) -> str | None:
+    """The ts of the last complete line that has one, looking at the last few KB (up to SEEK_WINDOW)."""
+    block_size = 4096
+    while True:
+        start = max(0, size - block_size)
+        block = os.pread(fd, size - start, start)
+        lines = block.split(b"\n")[:-1]  # the piece after the last newline is torn (or empty)
+        for line in reversed(lines[1:] if start > 0 else lines):  # the first may be cut
+            ts = line_ts(line) if line else None
+            if ts is not None:
+                return ts
+        if start == 0 or block_size >= SEEK_WINDOW:
+            return None
+        block_size *= 4
+
+
+def last_ts(path: str) -> str | None:
+    """The ts of a log's last record (every record's ts is at most SEEK_MARGIN_S after it)."""
+    got = open_log(path)
+    if got is None:
+        return None
+    fd, st = got
+    try:
+        return _last_ts(fd, st.st_size)
     finally:
         os.close(fd)
 

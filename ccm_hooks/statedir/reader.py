@@ -20,19 +20,21 @@ SUFFIX_EVENTS = ".jsonl"
 SUFFIX_STATUS = ".json"
 
 
-def _session_files(directory: str, suffix: str) -> dict[str, str]:
-    """{session_id: path} for the well-named files of one kind; temp files and strays are ignored."""
+def _session_files(directory: str, suffix: str, prefix: str = "") -> dict[str, str]:
+    """{session_id: path} for the well-named files of one kind (whose id starts with ``prefix``); temp
+    files and strays are ignored. (String operations, not os.path.join: 10,000 names add up.)"""
     try:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return {}
-    out = {}
-    for name in names:
-        if name.endswith(suffix):
-            sid = name[: -len(suffix)]
-            if paths.valid_session_id(sid):
-                out[sid] = os.path.join(directory, name)
-    return out
+    base = directory + os.sep
+    cut = -len(suffix)
+    valid = paths.valid_session_id
+    return {
+        name[:cut]: base + name
+        for name in names
+        if name.endswith(suffix) and name.startswith(prefix) and valid(name[:cut])
+    }
 
 
 def status_files(root: str) -> dict[str, str]:
@@ -111,10 +113,13 @@ def resolve_session(root: str, wanted: str) -> str:
     """A full session id from an id or a unique prefix (as git does with commits)."""
     from ccm_hooks.errors import CcmError
 
-    known = set(status_files(root)) | set(event_files(root))
-    if wanted in known:
-        return wanted
-    matches = sorted(sid for sid in known if sid.startswith(wanted))
+    if paths.valid_session_id(wanted) and any(
+        os.path.lexists(p) for p in (paths.events_path(root, wanted), paths.status_path(root, wanted))
+    ):
+        return wanted  # a whole id: no need to list thousands of files
+    known = set(_session_files(paths.status_dir(root), SUFFIX_STATUS, wanted))
+    known |= set(_session_files(paths.events_dir(root), SUFFIX_EVENTS, wanted))
+    matches = sorted(known)
     if len(matches) == 1:
         return matches[0]
     if not matches:
