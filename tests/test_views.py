@@ -359,3 +359,39 @@ def test_fifos_where_files_belong_do_not_hang_readers(ccm_home: Path) -> None:
         assert out.returncode == 0, (args, out.stderr)
     assert B[:8] in cli("status").stdout
     assert len(cli("events", "--json").stdout.splitlines()) == 7
+
+
+def readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The next line of ``proc``'s stdout, failing (not hanging) if none comes within ``timeout``."""
+    import select
+
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no output within {timeout} s"
+    return proc.stdout.readline()
+
+
+def test_follow_completes_a_record_being_written_in_a_log_it_did_not_read(ccm_home: Path) -> None:
+    """A log not read at start (too old for the last N) that ended in a half-written record: the follower
+    starts that log at the record's start, not at the size it saw, so the record comes out whole."""
+    _two_sessions()
+    _rewrite_ts(A, {seq: -86400.0 for seq in range(1, 6)})
+    log = ccm_home / "events" / f"{A}.jsonl"
+    whole = json.dumps({**json.loads(log.read_text().splitlines()[-1]), "seq": 6, "event": "Notification"})
+    with log.open("a") as fh:
+        fh.write(whole[:40])  # a handler mid-write
+    day_ago = time.time() - 86400
+    os.utime(log, (day_ago, day_ago))
+    proc = subprocess.Popen(
+        [CLI, "events", "--follow", "--json", "-n", "1"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["session_id"] == B
+        with log.open("a") as fh:
+            fh.write(whole[40:] + "\n")
+        got = json.loads(readline(proc, 10))
+        assert (got["session_id"], got["seq"], got["event"]) == (A, 6, "Notification")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ccm_hooks import paths
-from ccm_hooks.commands.eventsview import FOLLOW_RESCAN_S, Output, Query, history, kept, log_files
+from ccm_hooks.commands.eventsview import FOLLOW_RESCAN_S, Ends, Output, Query, history, kept, log_files
 from ccm_hooks.statedir import logscan, reader
 
 if TYPE_CHECKING:
@@ -28,18 +28,19 @@ class Followed:
     path: str
     offset: int  # just after the last complete line handled
     inode: int | None = None
+    exact: bool = True  # False: the log's size when following began; the line end below it is found lazily
 
 
 def follow_logs(root: str, query: Query, out: Output) -> None:
     paths.ensure_layout(root)
     events_dir = paths.events_dir(root)
-    ends: dict[str, int] = {}
+    ends: Ends = {}
     for line, rec in history(root, query, ends):
         out.record(line, rec)
     out.flush()
     # A log not in ends appeared after the history was read: all of it is new.
     logs = {
-        sid: Followed(path, ends[sid], _inode(path))
+        sid: Followed(path, ends[sid][0], _inode(path), ends[sid][1])
         for sid, path in log_files(root, query).items()
         if sid in ends
     }
@@ -108,7 +109,11 @@ def _print_new(root: str, due: Iterable[str], logs: dict[str, Followed], query: 
         if log is None:
             log = logs[sid] = Followed(path, 0, st.st_ino)  # a session that started after us: all of it
         elif st.st_ino != log.inode or st.st_size < log.offset:
-            log.offset, log.inode = 0, st.st_ino  # replaced or truncated: start over
+            log.offset, log.inode, log.exact = 0, st.st_ino, True  # replaced or truncated: start over
+        elif not log.exact:
+            # A log not read when following began: it may then have ended in a record being written,
+            # whose start is the last line end below the size seen then.
+            log.offset, log.exact = logscan.end_of_lines(path, log.offset), True
         if st.st_size > log.offset:
             streams.append((log, logscan.LogStream(path, log.offset, stop=st.st_size, inode=st.st_ino)))
     if not streams:

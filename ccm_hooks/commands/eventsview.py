@@ -216,9 +216,14 @@ def log_files(root: str, query: Query) -> dict[str, str]:
     return reader.event_files(root)
 
 
-def history(root: str, query: Query, ends: dict[str, int] | None = None) -> Iterator[tuple[bytes, Any]]:
+Ends = dict[str, tuple[int, bool]]  # session id -> (offset, exact)
+
+
+def history(root: str, query: Query, ends: Ends | None = None) -> Iterator[tuple[bytes, Any]]:
     """What to print before following: every matching record, or the last ``query.lines`` of them.
-    ``ends``, when given, gets each log's offset just after the last line considered."""
+    ``ends``, when given, gets each log's offset just after the last line considered, exact, or for a log
+    that was not read, its size then (not exact: the follower finds the last line end below it when the
+    log grows, which needs no read now: bytes before that size never change)."""
     files = log_files(root, query)
     if query.lines is not None:
         yield from _tail(files, query, ends)
@@ -257,12 +262,29 @@ def _newest_possible(path: str) -> str:
     """A ts no record of this log can exceed: its last write time (a record's ts is taken before its
     write), plus slack for the kernel's coarse file clock."""
     try:
-        return iso_utc(os.stat(path).st_mtime + logscan.MTIME_SLACK_S)
+        return _newest_by_mtime(os.stat(path))
     except OSError:
         return ""
 
 
-def _tail(files: dict[str, str], query: Query, ends: dict[str, int] | None) -> Iterator[tuple[bytes, Any]]:
+def _newest_by_mtime(st: os.stat_result) -> str:
+    return iso_utc(st.st_mtime + logscan.MTIME_SLACK_S)
+
+
+def _stats(files: dict[str, str]) -> list[tuple[str, int, str, str]]:
+    """(newest possible ts, size, session id, path) per log, newest first: one stat each."""
+    out = []
+    for sid, path in files.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out.append((_newest_by_mtime(st), st.st_size, sid, path))
+    out.sort(reverse=True)
+    return out
+
+
+def _tail(files: dict[str, str], query: Query, ends: Ends | None) -> Iterator[tuple[bytes, Any]]:
     """The last N matching records. One log: exactly its last N, in file order. Several: each log's last N,
     the newest N of those in merge order. Logs are visited newest-written first, and a log last written
     before the oldest record kept so far is not read: none of its records can be newer (ts is taken before
@@ -274,25 +296,24 @@ def _tail(files: dict[str, str], query: Query, ends: dict[str, int] | None) -> I
         start, end = logscan.tail_start(path, n, query.keep, threshold) if n else (0, -1)
         end = logscan.end_of_lines(path) if end < 0 else end
         if ends is not None:
-            ends[sid] = end
+            ends[sid] = (end, True)
         if n:
             yield from kept(logscan.LogStream(path, start, stop=end), query)
         return
-    by_mtime = sorted(((_newest_possible(path), sid, path) for sid, path in files.items()), reverse=True)
     best: list[tuple[tuple[str, str, int], int, str, bytes, Any]] = []  # min-heap of the newest n so far
     counter = 0
-    for mtime, sid, path in by_mtime:
+    for mtime, size, sid, path in _stats(files):
         # Two bounds on the newest ts in this log: its mtime (cheap: already stat'ed), and its last
         # record's ts plus the margin (a small read), for logs whose mtime says little (copied, touched).
         if not _may_hold(mtime, n, best, threshold) or not _may_hold(
             shift_ts(logscan.last_ts(path) or "", logscan.SEEK_MARGIN_S), n, best, threshold
         ):
             if ends is not None:
-                ends[sid] = logscan.end_of_lines(path)
+                ends[sid] = (size, False)
             continue
         start, end = logscan.tail_start(path, n, query.keep, threshold)
         if ends is not None:
-            ends[sid] = end
+            ends[sid] = (end, True)
         for line, rec in kept(logscan.LogStream(path, start, stop=end), query):
             counter += 1
             item = (logscan.merge_key(rec), counter, sid, line, rec)

@@ -278,14 +278,15 @@ def tail_start(path: str, n: int, keep: Keep, stop_ts: str = "") -> tuple[int, i
         os.close(fd)
 
 
-def end_of_lines(path: str) -> int:
-    """The offset just after the last complete line: where a follower starts reading new records."""
+def end_of_lines(path: str, limit: int | None = None) -> int:
+    """The offset just after the last complete line (among the first ``limit`` bytes): where a follower
+    starts reading new records."""
     got = open_log(path)
     if got is None:
         return 0
     fd, st = got
     try:
-        pos = st.st_size
+        pos = st.st_size if limit is None else min(limit, st.st_size)
         while pos > 0:
             start = max(0, pos - SEEK_WINDOW)
             block = os.pread(fd, pos - start, start)
