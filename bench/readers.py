@@ -3,11 +3,13 @@
 
     python bench/readers.py [--runs 5] [--sessions 10,1000,10000] [--big-mb 10,500] [--keep DIR]
 
-Two families of state dirs, made by bench/statedir_gen.py (realistic records from the real record code):
+Two families of state dirs, made by bench/statedir_gen.py (the handler's own record code; while that
+module is not on main, it is imported from the hotpath worktree, /work/wt/hotpath/bench/):
 
-- sessions: 10, 1,000 and 10,000 sessions (tens of records each, written over the last days);
-- log size: one session whose log is 10 MB, then 500 MB (its last hour holds ~64 records), among a few
-  small ones.
+- sessions: 10, 1,000 and 10,000 sessions of 60 records (most ended, spread over 30 days, a few busy in
+  the last hour);
+- log size: one session whose log is 10 MB, then 500 MB, one record a minute, so that its last hour holds
+  ~60 records, among 5 small sessions.
 
 For each, the wall time (median of --runs, commands interleaved round by round so that noise hits all
 alike) and the peak RSS of: `status`, `status --json`, `events -s ID`, `events --since 1h`, and the start
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -37,14 +40,8 @@ PY = sys.executable
 TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None  # GNU time, for the peak RSS
 
 
-def generator():
+def generator() -> ModuleType:
     """bench/statedir_gen.py; while it is not on main, the hotpath worktree's copy (development only)."""
-    try:
-        import statedir_gen  # type: ignore[import-not-found]  # on PYTHONPATH
-
-        return statedir_gen
-    except ImportError:
-        pass
     for where in (BENCH, Path("/work/wt/hotpath/bench")):
         if (where / "statedir_gen.py").exists():
             sys.path.insert(0, str(where))
@@ -112,12 +109,36 @@ def measure(
             table.add(scenario, name, follow_once(argv, env) if kind == "follow" else run_once(argv, env))
 
 
+def make_sessions(gen: ModuleType, root: Path, n: int) -> None:
+    gen.write_statedir(str(root), sessions=n, records=60, busy=min(20, max(1, n // 50)))
+
+
+def make_big_log(gen: ModuleType, root: Path, megabytes: int) -> str:
+    """A few small sessions and one whose log is ``megabytes`` MB, one record a minute, ending now."""
+    gen.write_statedir(str(root), sessions=5, records=60)
+    [sid] = gen.session_ids(1, seed=77)
+    records = megabytes * 1_000_000 // 400  # about; the log stops at the size, ending close to now
+    gen.write_log_of_size(str(root), sid, megabytes * 1_000_000, start=time.time() - records * 60, step_s=60)
+    return str(sid)
+
+
+def last_hour(log: Path) -> str:
+    """The ts one hour before the log's last record (what `--since 1h` means when the log ends now)."""
+    from datetime import datetime, timedelta
+
+    with log.open("rb") as fh:
+        fh.seek(max(0, log.stat().st_size - 65536))
+        last = fh.read().splitlines()[-1]
+    ts = last.split(b'"ts":"', 1)[1][:26].decode()
+    return (datetime.fromisoformat(ts) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def session_cases(root: Path) -> dict[str, tuple[str, list[str]]]:
     statuses = sorted(str(p) for p in (root / "status").glob("*.json"))
     logs = sorted((root / "events").glob("*.jsonl"), key=lambda p: p.stat().st_size)
     one = logs[len(logs) // 2]  # a typical session
     newest = max(logs, key=lambda p: p.stat().st_mtime)
-    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 3600))
+    since = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - 3600))
     all_logs = [str(p) for p in logs]
     return {
         "python -c pass": ("run", [PY, "-c", "pass"]),
@@ -128,7 +149,7 @@ def session_cases(root: Path) -> dict[str, tuple[str, list[str]]]:
         "events -s ID": ("run", [CCM, "events", "-s", one.stem]),
         "events -s ID --json": ("run", [CCM, "events", "-s", one.stem, "--json"]),
         "jq 'select(.ts >= T)' events/*": ("run", ["jq", "-c", f'select(.ts >= "{since}")', *all_logs]),
-        "events --since 1h": ("run", [CCM, "events", "--since", "1h"]),
+        "events --since 1h": ("run", [CCM, "events", "--since", since]),
         "tail -n 10 -f newest log": ("follow", ["tail", "-n", "10", "-f", str(newest)]),
         "events --follow (first 10)": ("follow", [CCM, "events", "--follow"]),
     }
@@ -136,12 +157,12 @@ def session_cases(root: Path) -> dict[str, tuple[str, list[str]]]:
 
 def big_log_cases(root: Path, sid: str) -> dict[str, tuple[str, list[str]]]:
     log = str(root / "events" / f"{sid}.jsonl")
-    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 3600))
+    since = last_hour(Path(log))
     return {
         "python -c pass": ("run", [PY, "-c", "pass"]),
         "jq 'select(.ts >= T)' log": ("run", ["jq", "-c", f'select(.ts >= "{since}")', log]),
-        "events -s ID --since 1h": ("run", [CCM, "events", "-s", sid, "--since", "1h"]),
-        "events --since 1h": ("run", [CCM, "events", "--since", "1h"]),
+        "events -s ID --since 1h": ("run", [CCM, "events", "-s", sid, "--since", since]),
+        "events --since 1h": ("run", [CCM, "events", "--since", since]),
         "tail -n 10 -f log": ("follow", ["tail", "-n", "10", "-f", log]),
         "events -s ID --follow (first 10)": ("follow", [CCM, "events", "-s", sid, "--follow"]),
         "jq -c . log": ("run", ["jq", "-c", ".", log]),
@@ -193,7 +214,7 @@ def main() -> int:
         root = base / f"sessions-{n}"
         if not root.exists():
             print(f"generating {n} sessions ...", file=sys.stderr)
-            gen.sessions_dir(root, sessions=n)
+            make_sessions(gen, root, n)
         scenario = f"{n} sessions"
         scenarios.append(scenario)
         measure(scenario, root, session_cases(root), args.runs, table)
@@ -210,7 +231,7 @@ def main() -> int:
         root = base / f"log-{mb}mb"
         if not root.exists():
             print(f"generating a {mb} MB log ...", file=sys.stderr)
-            sid = gen.big_log_dir(root, megabytes=mb)
+            sid = make_big_log(gen, root, mb)
         else:
             sid = max((root / "events").glob("*.jsonl"), key=lambda p: p.stat().st_size).stem
         scenario = f"{mb} MB log"

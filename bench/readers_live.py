@@ -99,7 +99,7 @@ def main() -> int:
     for n in (int(x) for x in args.sessions.split(",")):
         root = base / f"sessions-{n}"
         if not root.exists():
-            gen.sessions_dir(root, sessions=n)
+            gen.write_statedir(str(root), sessions=n, records=60)
         sids = sorted(p.stem for p in (root / "status").glob("*.json"))[: args.busy]
         for name, argv in views.items():
             rest = in_pane(root, argv, args.seconds)

@@ -98,7 +98,7 @@ class Stamps:
             local = time.localtime(utc.timestamp())
             today = time.strftime("%Y-%m-%d", local) == self.today
             minute = (time.strftime("%H:%M" if today else "%m-%d %H:%M", local), today)
-            if len(self.minutes) > 100_000:
+            if len(self.minutes) > 4096:
                 self.minutes.clear()
             self.minutes[ts[:16]] = minute
         return f"{minute[0]}:{ts[17:19]}" if minute[1] else minute[0]
