@@ -190,9 +190,14 @@ def report(table: Table, scenarios: list[str], baseline: dict[str, str]) -> None
             cells.append(f"{t * 1000:9.1f} ms{ratio:>6} {rss / 1024:5.0f} MiB")
             times.append(t)
         growth = " ".join(f"{t / times[0]:.1f}x" for t in times[1:]) if len(times) > 1 else ""
-        print(f"{name:<34}" + "".join(cells) + f"   {growth}")
+        # The same, each time divided by `python -c pass` in its own column: machine noise cancels out.
+        py = [table.median(s, "python -c pass")[0] for s in scenarios if (s, name) in table.rows]
+        rel = [t / p for t, p in zip(times, py, strict=True)]
+        steady = " ".join(f"{r / rel[0]:.1f}x" for r in rel[1:]) if len(rel) > 1 else ""
+        print(f"{name:<34}" + "".join(cells) + f"   {growth:<10} {steady}")
     print(
-        f"(ms: median wall time; Nx: against its baseline in the same column; MiB: peak RSS; {first} first)"
+        f"(ms: median wall time; Nx: against its baseline in the same column; MiB: peak RSS; growth: "
+        f"against {first}, raw, then divided by python -c pass in each column)"
     )
 
 
