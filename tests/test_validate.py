@@ -452,14 +452,15 @@ def corpus(home: Path) -> tuple[list[Any], list[Any]]:
 ODD_VALUES: list[Any] = [None, 0, 1, -1, 1.0, 2.5, True, False, "", "x", "Bash",
                          "2026-11-21T05:47:37.042923Z",
                          "2026-11-21T05:47:37.042923Z\n", [], {}, {"a": 1}, "ccm.watch", "PostToolUse",
-                         "a" * 201, 10001, "idle", "waiting"]  # fmt: skip
+                         "a" * 201, 10001, "idle", "waiting", {"item": "i", "kind": "queued", "seq": 3},
+                         {"item": None, "kind": None, "seq": 0}]  # fmt: skip
 
 
 def mutations(obj: dict[str, Any], rng: random.Random, n: int) -> list[dict[str, Any]]:
     out = []
     keys = list(obj)
     extra = ["surprise", "by", "watch", "ok", "exit_code", "interrupted", "prompt", "reason", "tool_input",
-             "truncated", "duration_ms", "error", "tool_name", "source"]  # fmt: skip
+             "truncated", "duration_ms", "error", "tool_name", "source", "typing"]  # fmt: skip
     for _ in range(n):
         m = copy.deepcopy(obj)
         for _ in range(rng.randint(1, 3)):
@@ -472,7 +473,7 @@ def mutations(obj: dict[str, Any], rng: random.Random, n: int) -> list[dict[str,
                 nested = [k for k, v in m.items() if isinstance(v, dict) and v]
                 if nested:
                     inner = m[rng.choice(nested)]
-                    key = rng.choice([*inner, "surprise", "command", "file_path", "stopped", "turn"])
+                    key = rng.choice([*inner, "surprise", "command", "file_path", "stopped", "turn", "seq"])
                     if rng.random() < 0.3:
                         inner.pop(key, None)
                     else:

@@ -20,7 +20,7 @@ from typing import Any
 # sha256 of each schema with its "description"s removed (descriptions do not change what is valid).
 SCHEMA_FINGERPRINTS = {
     "event.schema.json": "8854d902553904661fc0eeac9cd9d74f74d93abbedd53ee457f5c0e11f072b50",
-    "status.schema.json": "34cec117d24c7afa6eb2f4521c207fc500b92470b747a259ff17fdffc2acddb9",
+    "status.schema.json": "756df105d92342b7c865e0747e2694736a61185d5f3fde2406e1ed9e942b58a4",
 }
 
 COMMON = {"v", "ts", "seq", "session_id", "event", "cwd", "project"}
@@ -195,7 +195,7 @@ STATUS_KEYS = {
     "v", "session_id", "state", "state_since", "reason", "cwd", "project", "seq", "last_event",
     "last_tool", "current_action", "started_at", "updated_at", "counters", "last_prompt",
     "last_assistant_message", "error", "transcript_path", "task_id", "model", "permission_mode", "tmux_pane",
-    "tmux_socket", "claude_pid", "tools_running", "waiting_tool_use_id", "watch", "resume_at",
+    "tmux_socket", "claude_pid", "tools_running", "waiting_tool_use_id", "watch", "resume_at", "typing",
 }  # fmt: skip
 STATUS_NULLABLE_STRINGS = {
     "reason", "cwd", "project", "last_tool", "current_action", "last_prompt", "last_assistant_message",
@@ -276,4 +276,12 @@ def status_ok(st: object) -> bool:
             return False
         if any(tool[k] is not None and type(tool[k]) is not str for k in ("tool", "action")):
             return False
+    typing = st["typing"]
+    if typing is not None and not (
+        type(typing) is dict
+        and typing.keys() == {"item", "kind", "seq"}
+        and all(typing[k] is None or type(typing[k]) is str for k in ("item", "kind"))
+        and _int(typing["seq"], 1)
+    ):
+        return False
     return _watch_ok(st["watch"])
