@@ -105,9 +105,11 @@ def _first_record_from(fd: int, mid: int, hi: int) -> tuple[int, int, int] | Non
     pos = max(mid - 1, 0)  # from mid - 1: a newline there makes mid itself a line start
     buf = b""  # bytes from file offset pos - len(buf)
     at_line_start = mid == 0
+    want = 4096  # a probe usually needs one line: read a page, more only for long lines
     while pos - mid <= 2 * MAX_LINE:
         base = pos - len(buf)
-        data = os.pread(fd, SEARCH_WINDOW, pos)
+        data = os.pread(fd, want, pos)
+        want = min(want * 4, SEARCH_WINDOW)
         if not data:
             return None
         buf += data

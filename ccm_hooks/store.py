@@ -65,6 +65,9 @@ def _load_status(root: str, session_id: str, problems: list[str]) -> dict[str, A
         status = fileio.read_json(path, max_bytes=MAX_STATUS_BYTES)
     except paths.UnsafePath as exc:
         # A FIFO, a symlink, another user's file: never read, and replaced (os.replace does not open it).
+        # A directory cannot be replaced by a file: then the event is refused before anything is written.
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise
         problems.append(f"{exc}; it is rebuilt from the log and replaced")
         return None
     except (OSError, ValueError):
@@ -80,19 +83,21 @@ def _foldable(rec: dict[str, Any]) -> bool:
     return isinstance(rec.get("ts"), str) and isinstance(event, str) and bool(event)
 
 
-def catch_up(root: str, session_id: str, events_fd: int, budget_s: float = CATCH_UP_BUDGET_S) -> Current:
+def catch_up(root: str, session_id: str, events_fd: int, budget_s: float | None = None) -> Current:
     """The session's status folded with every record of its log after the status's seq.
 
     Reads only the records after the status's seq (``offset_after_seq``): a hook's cost does not grow
     with the log. Without a usable status, replays the whole log, streamed in chunks (bounded memory),
-    for at most ``budget_s``; then ``complete`` is False and the status is the fold so far (the caller
-    writes it: the next event goes on from there). The caller holds the session lock.
+    for at most ``budget_s`` (default CATCH_UP_BUDGET_S); then ``complete`` is False and the status is
+    the fold so far (the caller writes it: the next event goes on from there). The caller holds the
+    session lock.
     """
     problems: list[str] = []
     status = _load_status(root, session_id, problems)
     done = jsonl.record_seq(status) or 0
     size = os.fstat(events_fd).st_size
     start = jsonl.offset_after_seq(events_fd, done, size) if status is not None else 0
+    budget_s = CATCH_UP_BUDGET_S if budget_s is None else budget_s
     deadline = time.monotonic() + budget_s
     last_seq = done
     read = 0

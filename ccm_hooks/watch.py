@@ -156,7 +156,7 @@ def settings_from_env(environ: os._Environ[str] | dict[str, str]) -> tuple[dict[
     errors: list[str] = []
     for key, var in ENV_VARS.items():
         raw = environ.get(var)
-        if raw is None or raw == "":
+        if raw is None or raw.strip() == "":
             continue
         value: object = raw
         if key == "enabled":
