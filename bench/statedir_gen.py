@@ -4,10 +4,10 @@
 Every record is built by the handler's own code (``record.build_record`` on the captured payloads in
 tests/fixtures/payloads, encoded by ``fileio.encode_line``), once per kind of turn; the generator then
 repeats those lines with ``seq``, ``ts`` and the tool-use ids filled in (a bytes replace, ~1 µs a record
-instead of the ~15 ms a handler process takes). Statuses are ``state.apply`` folds: exact (every record
-folded) up to ``exact_limit`` records, beyond that the fold of the first and last turns with the
-counters, seq and start time of the whole log (the same fields a full fold gives for these repeating
-turns; the tests compare both on a small log).
+instead of the ~15 ms a handler process takes). Statuses are ``state.apply`` folds: of every record up to
+``exact_limit`` records; beyond that, of the first turn, then of the last one on the counters and seq of
+everything before it, which gives the same status for these repeating turns (tests/test_statedir_gen.py
+compares the two).
 
     python bench/statedir_gen.py DIR --sessions 1000 --records 200         # 1,000 sessions
     python bench/statedir_gen.py DIR --log-mb 500                          # one session, a 500 MB log
@@ -176,12 +176,25 @@ def write_session(
     status = _fold(None, writer.put(_template(session_id, START), ["SessionStart"], 0))
     turn = 0
     last: list[bytes] = []
+    before_last: tuple[dict[str, int], int] = ({}, 0)  # the counts and seq before the last turn
     while writer.size < target_bytes if target_bytes is not None else writer.seq < (records or 0):
         turn += 1
         lines, events = templates[rng.randrange(len(templates))]
+        before_last = (dict(writer.counts), writer.seq)
         last = writer.put(lines, events, turn)
         if exact or turn == 1:
             status = _fold(status, last)
+    if not exact and turn > 1:
+        # The turns repeat and each ends the same way, so the full fold is the fold of the last turn on
+        # a status with the counters and seq of everything before it (the tests compare the two).
+        assert status is not None
+        counts, seq = before_last
+        status["counters"] = dict.fromkeys(state.COUNTERS, 0)
+        for event, n in counts.items():
+            if event in _COUNTER_OF:
+                status["counters"][_COUNTER_OF[event]] += n
+        status["seq"] = seq
+        status = _fold(status, last)
     tails = []
     if busy:  # end inside a turn: a prompt, and a tool that has not finished
         lines, events = templates[0]
@@ -189,19 +202,8 @@ def write_session(
     if ended:
         tails.append(writer.put(_template(session_id, END), ["SessionEnd"], turn + 1))
     writer.close()
-    if exact:
-        for tail in tails:
-            status = _fold(status, tail)
-    else:
-        # The last turn and the tail on top of the first turn, with the whole log's counts.
-        for lines in (last, *tails):
-            status = _fold(status, lines)
-        assert status is not None
-        status["counters"] = dict.fromkeys(state.COUNTERS, 0)
-        for event, n in writer.counts.items():
-            if event in _COUNTER_OF:
-                status["counters"][_COUNTER_OF[event]] += n
-        status["seq"] = writer.seq
+    for tail in tails:
+        status = _fold(status, tail)
     assert status is not None
     status_file = paths.status_path(root, session_id)
     fileio.atomic_write(status_file, fileio.encode_line(status))

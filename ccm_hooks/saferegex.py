@@ -1,4 +1,4 @@
-"""A regular-expression search that cannot run away, for watch mode's done marker (spec/watch.md#done-marker).
+"""A regular-expression search that cannot run away: watch mode's done marker (spec/watch.md#the-done-marker).
 
 Python's ``re`` backtracks: ``(a+)+$`` against 28 ``a`` s takes longer than Claude Code's 10 s hook timeout,
 and even ``a*a*a*b`` is cubic in the text. This module accepts a subset of Python's syntax, with Python's
@@ -30,9 +30,8 @@ MAX_PATTERN = 500  # characters (watch.MAX_MARKER_CHARS)
 _CHAR, _ANY, _SET, _SPLIT, _JMP, _ASSERT, _MATCH = range(7)
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f", "v": "\v"}
 _CLASSES = frozenset("dDwWsS")
-_ASSERTIONS = {"A": "A", "Z": "Z", "b": "b", "B": "B"}
+_ASSERTIONS = frozenset("AZbB")
 _AT = {"^": 1, "$": 2, "A": 4, "Z": 8, "b": 16, "B": 32}  # assertion -> its bit in a position's context
-_SPECIAL = frozenset(".^$*+?{[]()|\\")
 
 
 class PatternError(ValueError):

@@ -80,7 +80,7 @@ def literal_of(pattern: str) -> str | None:
 
 
 def marker_found(pattern: str, text: object) -> bool:
-    """Whether the reply ``text`` has the done marker ``pattern`` (spec/watch.md#done-marker).
+    """Whether the reply ``text`` has the done marker ``pattern`` (spec/watch.md#the-done-marker).
 
     A plain-text marker is looked for in the whole reply (``str.__contains__``: linear, in C). A regex
     marker runs on ``saferegex`` over the last MARKER_TEXT_CAP characters, so its worst case is bounded
@@ -113,7 +113,7 @@ def check_marker(value: object) -> str:
         except saferegex.PatternError as exc:
             raise SettingError(
                 f"done_marker {value!r} is outside the regex subset ccm runs in bounded time: {exc} "
-                "(see spec/watch.md#done-marker)"
+                "(see spec/watch.md#the-done-marker)"
             ) from None
     return value
 
