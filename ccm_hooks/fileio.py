@@ -1,8 +1,8 @@
 """The state dir's file primitives: the one place its rules live (spec/layout.md#files-ccm-opens).
 
 1. Open nothing that is not a regular file, and never block in ``open``: every open adds
-   ``O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC``, ``fstat``s the fd and refuses a FIFO, socket, device, directory
-   or symlink (``UnsafePath``) before a byte moves; then ``O_NONBLOCK`` is cleared again.
+   ``O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC``, ``fstat``s the fd and refuses a FIFO, socket,
+   device, directory or symlink (``UnsafePath``) before a byte moves; then ``O_NONBLOCK`` is cleared.
 2. ``private=True``: refuse a file owned by another user or writable by group or others. Directories are
    checked by ``paths.ensure_private_dir`` / ``paths.ensure_layout``.
 3. Temp files are ``O_CREAT | O_EXCL | O_NOFOLLOW`` under an unpredictable name, and removed on any failure.
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["UnsafePath"]  # re-exported: callers catch fileio.UnsafePath
 
-_OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+# O_NOCTTY: a terminal device planted here must not become the handler's controlling terminal on open.
+_OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
 # errno values an open of something that is not a regular file can fail with: ELOOP/EMLINK (O_NOFOLLOW on a
 # symlink, Linux/BSD), ENXIO (a FIFO without reader opened O_NONBLOCK for writing; a socket), EISDIR,
 # EOPNOTSUPP (a socket, macOS), ENODEV (a device without driver).
@@ -80,12 +81,12 @@ def open_regular(path: str, flags: int, *, private: bool, mode: int = FILE_MODE)
     """Open ``path`` with ``flags`` (``os.O_*``; ``O_CREAT`` creates it with ``mode``), or raise.
 
     Never blocks in ``open`` and never follows a symlink in the last component: it adds ``O_NOFOLLOW``,
-    ``O_NONBLOCK`` and ``O_CLOEXEC``, ``fstat``s the fd, and raises ``UnsafePath`` (an OSError whose message
-    says what is wrong and how to fix it) unless it is a regular file; with ``private`` also unless it is
-    owned by the effective user and not writable by group or others (pass ``private=True`` for everything
-    in the state dir). Then ``O_NONBLOCK`` is cleared (unless ``flags`` asked for it), so reads, writes
-    and ``flock`` behave as usual. Other failures are the usual OSErrors (FileNotFoundError, ...).
-    The caller closes the fd.
+    ``O_NONBLOCK``, ``O_NOCTTY`` and ``O_CLOEXEC``, ``fstat``s the fd, and raises ``UnsafePath`` (an
+    OSError, and a CcmError whose message says what is wrong and how to fix it) unless it is a regular
+    file; with ``private`` also unless it is owned by the effective user and not writable by group or
+    others (pass ``private=True`` for everything in the state dir). Then ``O_NONBLOCK`` is cleared
+    (unless ``flags`` asked for it), so reads, writes and ``flock`` behave as usual. Other failures are
+    the usual OSErrors (FileNotFoundError, ...). The caller closes the fd.
     """
     return open_regular_stat(path, flags, private=private, mode=mode)[0]
 
