@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -196,20 +197,24 @@ def test_the_real_handler_catches_up_a_big_log_one_behind(ccm_home: Path) -> Non
 
 
 def test_the_real_handler_replays_a_lost_status_in_bounded_memory_and_time(ccm_home: Path) -> None:
-    write_log_of_size(str(ccm_home), SID, 40_000_000)
+    write_log_of_size(str(ccm_home), SID, 60_000_000)
     _put_status(ccm_home, None)
     data = payload("PostToolUse__Bash", session_id=SID)
     peak_kib = 0
-    for hook in range(1, 80):  # noqa: B007 - the count is the point
+    for hook in range(1, 100):  # noqa: B007 - the count is reported
+        started = time.monotonic()
         code, out, rss = run_handler_rss(data)
+        took = time.monotonic() - started
         assert (code, out) == (0, b"")
+        assert took < store.CATCH_UP_BUDGET_S + 3.0  # the budget, start-up and the status write
         peak_kib = max(peak_kib, rss)
         if read_status(ccm_home, SID)["seq"] == _records_tail_seq(ccm_home):
             break
-    assert hook > 1  # it took several hooks: each stopped at its budget
-    assert peak_kib < 40 * 1024, peak_kib  # the log is 40 MB; never held in memory (a hook: ~13 MiB)
-    [entry, *_] = logged(ccm_home)
-    assert "catching the status up" in entry["error"]
+    else:
+        pytest.fail("the status never caught up")
+    assert peak_kib < 40 * 1024, peak_kib  # the log is 60 MB; never held in memory (a hook: ~13 MiB)
+    # More than one hook on a slow machine: each said how far it got.
+    assert len([e for e in logged(ccm_home) if "catching the status up" in e["error"]]) == hook - 1
 
 
 def _records_tail_seq(home: Path) -> int:
