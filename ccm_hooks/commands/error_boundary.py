@@ -49,7 +49,7 @@ def _log_unexpected(prog: str) -> str:
     root = paths.state_dir()
     log = os.path.join(paths.log_dir(root), "cli.log")
     try:
-        paths.ensure_layout(root)
+        paths.ensure_layout(root, ("log",))  # only what the log needs: status/ may be what failed
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, paths.FILE_MODE)
         with os.fdopen(fd, "a", encoding="utf-8") as fh:
             now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
