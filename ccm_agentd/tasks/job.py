@@ -247,10 +247,9 @@ class TasksJob:
         new = self._save(tasks.change(self.root, task["id"], BY, to="waiting", reason=why,
                                       expect=("starting",)))  # fmt: skip
         attempt = tasks.current_attempt(new) or {}
-        self.notify("task_waiting", str(attempt.get("session_id") or ""), f"task {new['id']} waits: {why}",
-                    task_id=new["id"], state="waiting", since=new.get("state_since"), reason=why,
-                    project=new.get("project"), tmux_pane=attempt.get("pane"),
-                    tmux_socket=attempt.get("tmux_socket"))  # fmt: skip
+        self.notify("task_waiting", f"task:{new['id']}", f"task {new['id']} waits: {why}",
+                    since=new.get("state_since"), state="waiting", reason=why, project=new.get("project"),
+                    tmux_pane=attempt.get("pane"), tmux_socket=attempt.get("tmux_socket"))  # fmt: skip
 
     def _end(self, task: dict[str, Any], verdict: monitor.Verdict, now: float) -> None:
         try:

@@ -55,9 +55,9 @@ def finish(launcher: Launcher, task: dict[str, Any], state: str, reason: str, no
     if state in ("done", "failed"):
         attempt = tasks.current_attempt(new) or {}
         notify(
-            f"task_{state}", str(attempt.get("session_id") or ""), tasks_result.summary_line(new),
-            task_id=new["id"], state=state, since=new.get("state_since"), reason=reason,
-            project=new.get("project"), tmux_pane=attempt.get("pane"), tmux_socket=attempt.get("tmux_socket"),
+            f"task_{state}", f"task:{new['id']}", tasks_result.summary_line(new),
+            since=new.get("state_since"), state=state, reason=reason, project=new.get("project"),
+            tmux_pane=attempt.get("pane"), tmux_socket=attempt.get("tmux_socket"),
         )  # fmt: skip
     return new
 
