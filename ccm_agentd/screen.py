@@ -13,6 +13,9 @@ from __future__ import annotations
 import re
 
 _RULE = re.compile(r"^\s*─{20,}\s*$")
+# The rule above the input box carries the session's display name when it has one (`claude --name`, which
+# ccm's task agents get): "───── fix the parser ──" on 2.1.197 and 2.1.328.
+_TOP_RULE = re.compile(r"^\s*─{20,}(?: .{1,200} ─+)?\s*$")
 PROMPT = "❯"
 WORKING = "esc to interrupt"
 DIALOGS = ("Do you want to proceed?", "Do you want to make this edit", "Do you want to create")
@@ -30,7 +33,7 @@ def input_line(screen: str) -> str | None:
     """
     lines = _lines(screen)
     for i, line in enumerate(lines):
-        if not line.startswith(PROMPT) or i == 0 or not _RULE.match(lines[i - 1]):
+        if not line.startswith(PROMPT) or i == 0 or not _TOP_RULE.match(lines[i - 1]):
             continue
         below = lines[i + 1 : i + 8]
         end = next((j for j, text in enumerate(below) if _RULE.match(text)), None)

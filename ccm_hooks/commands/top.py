@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ccm_hooks import paths
-from ccm_hooks.commands import watchcmd
+from ccm_hooks.commands import top_tasks, watchcmd
 from ccm_hooks.errors import CcmError
 from ccm_hooks.statedir import reader, timefmt
 from ccm_hooks.statedir.fswatch import DirWatcher
@@ -114,10 +114,11 @@ HEADER = [title for title, _, _ in COLUMNS] + ["ACTION"]
 
 
 def plain_snapshot(root: str, statuses: list[dict[str, Any]], now: float) -> str:
+    task_lines = top_tasks.lines(top_tasks.view_for(root), statuses, now, None)  # tasks: top_tasks.py
     if not statuses:
-        return f"no sessions recorded in {root} yet\n"
+        return f"no sessions recorded in {root} yet\n" + "".join(f"\n{line}" for line in task_lines)
     lines = [format_row(HEADER, None), *(format_row(row_values(st, now), None) for st in statuses)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + (["", *task_lines] if task_lines else [])) + "\n"
 
 
 # --- plain mode ---------------------------------------------------------------------------------------
@@ -239,10 +240,15 @@ class TopScreen:
         sessions = f"{len(self.statuses)} session" + ("" if len(self.statuses) == 1 else "s")
         self.put(0, f"ccm top: {sessions}  w watch on/off  r reset  q quit", c.A_BOLD)
         self.put(1, format_row(HEADER, width, self.ellipsis), c.A_UNDERLINE)
-        rows = max(0, height - 3)  # title, header and message line take the rest
+        now = time.time()
+        # Tasks (top_tasks.py) below the sessions, in at most half of the rows.
+        task_lines = top_tasks.lines(top_tasks.view_for(self.root), self.statuses, now, width)
+        task_lines = task_lines[: max(0, (height - 4) // 2)]
+        rows = max(0, height - 3 - (len(task_lines) + 1 if task_lines else 0))  # title, header, message
+        for i, line in enumerate(task_lines):
+            self.put(2 + rows + 1 + i, line, c.A_UNDERLINE if i == 0 else 0)
         # Scroll just enough to keep the selection visible, and no further than needed to fill the rows.
         self.scroll = max(min(self.scroll, self.index, len(self.statuses) - rows), self.index - rows + 1, 0)
-        now = time.time()
         for i, st in enumerate(self.statuses[self.scroll : self.scroll + rows]):
             row = format_row(row_values(st, now), width, self.ellipsis)
             selected = self.scroll + i == self.index

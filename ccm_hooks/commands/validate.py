@@ -93,6 +93,10 @@ def validate_cmd(home: Path | None) -> int:
     report = Report()
     try:
         records, sessions = _check_tree(root, report)
+        # Tasks (spec/tasks.md): checked by their own module, with this report's error and warn.
+        from ccm_hooks.commands import validate_tasks
+
+        task_count = validate_tasks.check(root, report.error, report.warn)
     except PermissionError as exc:
         raise CcmError(f"cannot read {exc.filename}: permission denied; run as the owner of {root}") from None
     for line in report.lines:
@@ -100,7 +104,8 @@ def validate_cmd(home: Path | None) -> int:
     verdict = "ok" if not report.errors else "FAILED"
     print(
         f"{root}: {verdict}: {sessions} sessions, {records} records, "
-        f"{report.errors} errors, {report.warnings} warnings"
+        + (f"{task_count} tasks, " if task_count else "")
+        + f"{report.errors} errors, {report.warnings} warnings"
     )
     return 1 if report.errors else 0
 

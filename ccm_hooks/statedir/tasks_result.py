@@ -47,7 +47,8 @@ def compute(root: str, task: dict[str, Any], state: str, reason: str | None, now
 def git_result(task: dict[str, Any]) -> dict[str, Any]:
     """Branch, commits ``base..branch`` and the files changed (committed and not), or why they are unknown."""
     out: dict[str, Any] = {"branch": task.get("branch"), "base_commit": task.get("base_commit"),
-                           "head_commit": None, "commits": [], "files": [], "git_error": None}  # fmt: skip
+                           "head_commit": None, "commits": [], "commits_total": 0, "files": [],
+                           "files_total": 0, "git_error": None}  # fmt: skip
     workdir, base = task.get("workdir") or task.get("project"), task.get("base_commit")
     if not task.get("git") or not workdir or not os.path.isdir(workdir):
         if task.get("git"):
