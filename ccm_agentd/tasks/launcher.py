@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 import uuid
 from typing import Any
 
@@ -86,7 +87,8 @@ class Launcher:
         if task.get("headless"):
             output = os.path.join(tasks.output_dir(self.root, task["id"]), f"attempt-{n}.jsonl")
         attempt = {
-            "n": n, "session_id": str(uuid.uuid4()), "started_at": iso_utc(now), "launched_at": None,
+            "n": n, "session_id": str(uuid.uuid4()), "started_at": iso_utc(max(now, time.time())),
+            "launched_at": None,
             "confirmed_at": None, "ended_at": None, "outcome": None, "reason": None,
             "retry_note": (previous or {}).get("reason"), "tmux_socket": None, "window": None, "pane": None,
             "pid": None, "output": output, "memory": None, "closed_at": None,
@@ -125,7 +127,7 @@ class Launcher:
             headless=bool(task.get("headless")),
         )  # fmt: skip
         env = agentcmd.agent_env(self.root, task_id=task["id"], max_turns=int(task.get("max_turns") or 0),
-                                 done_marker=task.get("done_marker"), extra=self.cfg.env)  # fmt: skip
+                                 done_marker=tasks.stop_marker(task), extra=self.cfg.env)  # fmt: skip
         changes: dict[str, Any] = {"n": attempt["n"], "launched_at": iso_utc(now), "memory": memory}
         if task.get("headless"):
             changes["pid"] = self._spawn(task, attempt, argv, env, workdir)

@@ -70,7 +70,7 @@ def build(root: str, spec: Mapping[str, Any], defaults: Mapping[str, Any], cwd: 
     mode = pick("permission_mode")
     model = pick("model")
     name = spec.get("name")
-    return {
+    task = {
         "v": tasks.FORMAT_VERSION,
         "name": tasks.check_name(name) if name is not None else None,
         "prompt": prompt,
@@ -103,6 +103,8 @@ def build(root: str, spec: Mapping[str, Any], defaults: Mapping[str, Any], cwd: 
         "cleaned_at": None,
         "attempts": [],
     }
+    tasks.check_marker(tasks.stop_marker(task), "--done-marker with the error marker")
+    return task
 
 
 def _read_lines(stream: Any) -> list[dict[str, Any]]:

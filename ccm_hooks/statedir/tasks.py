@@ -200,6 +200,15 @@ def check_permission_mode(value: object) -> str:
     return str(value)
 
 
+def stop_marker(task: Mapping[str, Any]) -> str | None:
+    """Watch mode's done marker for the agent: the task's done marker or its error marker, so an agent that
+    says it failed is not auto-continued past it (the monitor then tells the two apart)."""
+    done, failed = task.get("done_marker"), task.get("error_marker")
+    if not done or not failed:
+        return done or None
+    return f"(?:{done})|(?:{failed})"
+
+
 # --- reading -------------------------------------------------------------------------------------------
 
 
