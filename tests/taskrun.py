@@ -53,8 +53,8 @@ def configure_tasks(
     if notified is not None:
         agentd["notify_commands"] = [_notify_command(notified)]
     table: dict[str, Any] = {
-        "tmux_socket": str(tmux.socket_path), "claude": claude_bin, "launch_timeout_s": 30, "close_after_s": 1,
-        "retry_backoff_s": [0.5], "end_grace_s": 2, **settings,
+        "tmux_socket": str(tmux.socket_path), "claude": claude_bin, "launch_timeout_s": 30,
+        "close_after_s": 1, "retry_backoff_s": [0.5], "end_grace_s": 2, **settings,
     }  # fmt: skip
     env = {k: v for k, v in claude_env(api, {"PATH": MINIMAL_PATH}).items() if k != "CCM_HOME"}
     lines = ["[agentd]", *(f"{k} = {json.dumps(v)}" for k, v in agentd.items())]
