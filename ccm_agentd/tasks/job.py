@@ -27,6 +27,8 @@ log = logging.getLogger("ccm_agentd.tasks")
 
 TRUST_RECHECK_S = 10.0  # a headless task waiting for trust looks at ~/.claude.json this often
 HEADLESS_POLL_S = 5.0  # a headless agent's exit is seen at its SessionEnd; this is the backstop
+IDLE_CHECK_S = 30.0  # a live task with nothing due is looked at again this often (and at every rescan)
+RETRY_AFTER_ERROR_S = 10.0
 
 
 class TasksJob:
@@ -42,6 +44,7 @@ class TasksJob:
         self.loaded = False
         self.counts = {"launches": 0, "launch_failures": 0}
         self.finished: dict[str, list[float]] = {}  # final state -> [count, total seconds]
+        self.due: dict[str, float] = {}  # task id -> when to look at it again without a change
 
     # --- the Job protocol ----------------------------------------------------------------------------
 
@@ -57,7 +60,7 @@ class TasksJob:
 
     def wake(self, w: Wake) -> float | None:
         now = w.now
-        self._refresh(w)
+        touched = self._refresh(w)
         due: float | None = None
 
         def soon(when: float | None) -> None:
@@ -66,11 +69,22 @@ class TasksJob:
                 due = when if due is None else min(due, when)
 
         for task in sorted(self.tasks.values(), key=tasks.order_key):
-            if task.get("state") in tasks.LIVE or _window_open(task):
-                try:
-                    soon(self._step(task, w))
-                except Exception:
-                    log.exception("task %s: unexpected error", task.get("id"))
+            if not (task.get("state") in tasks.LIVE or _window_open(task)):
+                continue
+            # Only what changed: its file, its session, its own time; or everything at a rescan.
+            attempt = tasks.current_attempt(task) or {}
+            when = self.due.get(task["id"])
+            if not (w.rescan or task["id"] in touched or attempt.get("session_id") in w.changed
+                    or when is None or now >= when):  # fmt: skip
+                soon(when)
+                continue
+            try:
+                when = self._step(task, w)
+            except Exception:
+                log.exception("task %s: unexpected error", task.get("id"))
+                when = now + RETRY_AFTER_ERROR_S
+            self.due[task["id"]] = when if when is not None else now + IDLE_CHECK_S
+            soon(self.due[task["id"]])
         limits = (self.cfg.max_agents, self.cfg.max_agents_per_project)
         for chosen in scheduler.pick(self.tasks.values(), *limits, now):
             try:
@@ -108,8 +122,10 @@ class TasksJob:
 
     # --- reading the task files ----------------------------------------------------------------------
 
-    def _refresh(self, w: Wake) -> None:
+    def _refresh(self, w: Wake) -> set[str]:
+        """Reload the task files that changed; returns their ids."""
         names = w.names.get(tasks.tasks_dir(self.root), frozenset())
+        touched: set[str] = set()
         if not self.loaded or w.rescan:
             ids = tasks.task_ids(self.root)
             for gone in set(self.tasks) - set(ids):
@@ -125,14 +141,17 @@ class TasksJob:
                 continue
             task = tasks.load(self.root, task_id)
             self.stamps[task_id] = stamp
+            touched.add(task_id)
             if task is None:
                 self.tasks.pop(task_id, None)
             else:
                 self.tasks[task_id] = task
+        return touched
 
     def _save(self, task: dict[str, Any]) -> dict[str, Any]:
         self.tasks[task["id"]] = task
         self.stamps[task["id"]] = _stamp(tasks.log_path(self.root, task["id"]))
+        self.due.pop(task["id"], None)  # changed: look at it again at the next wake-up
         return task
 
     def _ended(self, task: dict[str, Any]) -> None:
