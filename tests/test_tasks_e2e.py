@@ -48,6 +48,8 @@ def test_tasks_run_in_order_within_limits_and_bring_back_their_work(
                       [text("c.txt is committed, notes.txt is a draft. [DONE]")]],
         "TOKEN-C": [[text("[ERROR] the spec file is missing")]],
         "TOKEN-D": [[text("Just an answer, no tools.")]],
+        "TOKEN-E": [commit_file("e.txt"), [text("[DONE]")]],
+        "TOKEN-F": [commit_file("f.txt"), [text("[DONE]")]],
     }), 0.3)  # fmt: skip
     a = add(
         "-C", str(project), "--permission-mode", "bypassPermissions", "--name", "task a", "TOKEN-A: add a.txt"
@@ -55,8 +57,11 @@ def test_tasks_run_in_order_within_limits_and_bring_back_their_work(
     b = add("-C", str(project), "--permission-mode", "bypassPermissions", "--after", a, "TOKEN-B: add b.txt")
     c = add("-C", str(project), "--permission-mode", "bypassPermissions", "TOKEN-C: add c.txt")
     d = add("-C", str(project), "--max-turns", "0", "TOKEN-D: answer a question")
+    e, f = (
+        add("-C", str(project), "--permission-mode", "bypassPermissions", f"TOKEN-{n}: add") for n in "EF"
+    )
     agentd.start()
-    done = {t: wait_task(ccm_home, t, tasks.FINAL, 90) for t in (a, b, c, d)}
+    done = {t: wait_task(ccm_home, t, tasks.FINAL, 120) for t in (a, b, c, d, e, f)}
     assert {t: done[t]["state"] for t in done} == dict.fromkeys(done, "done"), {
         t: done[t]["reason"] for t in done
     }
@@ -88,10 +93,12 @@ def test_tasks_run_in_order_within_limits_and_bring_back_their_work(
     # The user's own work tree stays clean: the worktrees under .claude/worktrees/ are excluded.
     assert git(project, "status", "--porcelain") == ""
     # Done windows close after close_after_s; notifications went out; everything validates.
-    wait_for(lambda: all(load(ccm_home, t)["attempts"][-1]["closed_at"] for t in (a, b, c, d)),
-             what="windows closed")  # fmt: skip
+    assert all(done[t]["result"]["commits_total"] == 1 for t in (e, f))
+    wait_for(lambda: all(load(ccm_home, t)["attempts"][-1]["closed_at"] for t in done), what="windows closed")
     assert [w.name for w in agentcmd.Tmux(str(tmux_server.socket_path)).windows()] in ([], ["keep"])
-    wait_for(lambda: notified_kinds(notified).count("task_done") == 4, what="four task_done notifications")
+    wait_for(lambda: notified_kinds(notified).count("task_done") == 6, what="six task_done notifications")
+    logs = ccm("task", "logs", c, "--json").stdout.splitlines()
+    assert sum('"UserPromptSubmit"' in line for line in logs) == 2  # both attempts' sessions
     check = ccm("validate")
     assert check.returncode == 0 and " 0 errors" in check.stdout, check.stdout
     shown = ccm("task", "show", a).stdout
