@@ -297,6 +297,9 @@ class Daemon:
         if since < self.started - NOTIFY_GRACE_S:
             return  # history: do not page anyone for what happened before we started
         kind = NOTIFIED_KINDS.get(str(state))
+        sid = str(st.get("session_id"))
+        if state == "ended" and st.get("error") and self.notifier.last_kind(sid) != "error":
+            kind = "error"  # its last turn failed as it ended (claude -p): the error was not seen as a state
         if state == "waiting" and now - since >= self.settings.waiting_notify_after_s:
             kind = "needs_human"
         elif state == "idle" and not (st.get("watch") or {}).get("handoff"):
@@ -305,8 +308,7 @@ class Daemon:
                 return  # `claude -p` runs end by themselves; a script that started them knows
         if kind is None:
             return
-        sid = str(st.get("session_id"))
-        reason = st.get("reason") or st.get("last_assistant_message")
+        reason = st.get("error") if kind == "error" else st.get("reason") or st.get("last_assistant_message")
         n = notify.Notification(
             kind=kind, session_id=sid, state=str(state), since=str(st.get("state_since")),
             project=st.get("project"), reason=None if reason is None else str(reason)[:500],

@@ -178,6 +178,11 @@ class Notifier:
             log.warning("notify: ignoring unreadable %s: %s", self.path, exc)
         return last, lines
 
+    def last_kind(self, subject: str) -> str | None:
+        """The kind of the last transition notified for this session (or task), if any."""
+        last = self._last.get(subject)
+        return last[0] if last else None
+
     def seen(self, n: Notification) -> bool:
         return self._last.get(n.session_id) == n.transition
 
