@@ -182,6 +182,10 @@ class TasksJob:
             self.counts["launch_failures"] += 1
             self._end(task, monitor.Verdict("failed", f"launch failed: {exc}"), now)
             return None
+        # An agent adopted after a restart may have taken its prompt (and finished) while nobody watched.
+        attempt = tasks.current_attempt(task) or {}
+        if tasks_result.session_status(self.root, attempt.get("session_id")) is not None:
+            return now
         return now + self.cfg.launch_timeout_s
 
     def _step(self, task: dict[str, Any], w: Wake) -> float | None:
@@ -214,7 +218,7 @@ class TasksJob:
             verdict = monitor.assess(task, status, now)
         if verdict is not None:
             self._end(task, verdict, now)
-            return None
+            return now  # again at once: a done task's window has its grace period to schedule
         timeout = task.get("timeout_s")
         since = parse_ts(attempt.get("confirmed_at")) or parse_ts(attempt.get("started_at"))
         return since + float(timeout) if isinstance(timeout, (int, float)) and since else None
