@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ccm_hooks.statedir import tasks  # noqa: E402
+from ccm_hooks.statedir.timefmt import parse_ts  # noqa: E402
 from tests.claude_harness import claude_env, seed_claude_json, wait_for  # noqa: E402
 from tests.fakeapi import FakeAnthropic, text  # noqa: E402
 from tests.hookrun import MINIMAL_PATH  # noqa: E402
@@ -108,7 +109,7 @@ class Bench:
         return wait_for(found, 60, 0.005, what=f"task {task_id} launched")
 
     def wait_done(self, ids: list[str], timeout: float = 600) -> float:
-        wait_for(lambda: all(self.task(t)["state"] in tasks.FINAL for t in ids), timeout, 0.02,
+        wait_for(lambda: all(self.task(t)["state"] in tasks.FINAL for t in ids), timeout, 0.1,
                  what="tasks done")  # fmt: skip
         return time.time()
 
@@ -140,13 +141,22 @@ def latency(rounds: int) -> None:
         b = Bench(Path(tmp), max_agents=4)
         try:
             bare, interactive, headless = [], [], []
+            parts: dict[str, list[float]] = {"cli": [], "daemon": [], "claude": []}
             for _ in range(rounds):
                 bare.append(b.bare())
                 for sink, args in ((interactive, ()), (headless, ("--headless",))):
                     t0 = time.time()
                     [task_id] = b.add(*args, "say hi")
-                    sink.append(_first_request(b.api, b.session_of(task_id)) - t0)
+                    first = _first_request(b.api, b.session_of(task_id))
+                    sink.append(first - t0)
                     b.wait_done([task_id])
+                    log = list(tasks.history(str(b.ccm_home), task_id))
+                    created = parse_ts(log[0]["ts"]) or t0
+                    launched = next(parse_ts(r["ts"]) or created for r in log
+                                    if (r.get("attempt") or {}).get("launched_at"))  # fmt: skip
+                    parts["cli"].append(created - t0)
+                    parts["daemon"].append(launched - created)
+                    parts["claude"].append(first - launched)
         finally:
             b.close()
     base = statistics.median(bare)
@@ -155,6 +165,10 @@ def latency(rounds: int) -> None:
     for name, values in (("interactive task", interactive), ("headless task", headless)):
         med = statistics.median(values)
         print(f"  {name:<24} {med:.3f}  ({med / base:.2f}x; slowest {max(values):.3f})")
+    print("  where it goes (medians over both kinds): "
+          + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in parts.items())
+          + "  (cli: task add until the task is written; daemon: until the agent starts; claude: until its"
+          " first request, its SessionStart and UserPromptSubmit hooks included)")  # fmt: skip
 
 
 def throughput(rounds: int, count: int) -> None:

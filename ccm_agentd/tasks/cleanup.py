@@ -24,32 +24,52 @@ def end_agent(
     launcher: Launcher, task: dict[str, Any], attempt: dict[str, Any], *, close_window: bool
 ) -> None:
     """Interrupt the attempt's agent (Esc, as a person would), then with ``close_window`` end it and close
-    its window. Headless: SIGTERM to its process group, SIGKILL if it is still there after the grace."""
+    its window. Headless: SIGTERM to its process group. Either way, one still there after the grace period
+    is killed by ``finish_ending`` at a later wake-up (the loop never waits for an exit)."""
     sid = str(attempt.get("session_id"))
-    grace = launcher.cfg.end_grace_s
     if task.get("headless"):
         pid = attempt.get("pid") or read_pid(attempt.get("output"))
         if isinstance(pid, int) and panes.pid_alive(pid) and sid in agentcmd.process_args(pid):
             _signal_group(pid, signal.SIGTERM)
-            _wait(lambda: not panes.pid_alive(pid), grace)  # a zombie counts as gone
-            if panes.pid_alive(pid):
-                _signal_group(pid, signal.SIGKILL)
+            launcher.ending[pid] = (time.time() + launcher.cfg.end_grace_s, sid, True)
         launcher.reap()
         return
     found = launcher.find(task, attempt)
     if not isinstance(found, agentcmd.Window):
         return
     launcher.tmux.send_key(found.pane_id, "Escape")
-    _wait(lambda: not screen.is_working(launcher.tmux.capture(found.pane_id) or ""), grace)
+    if screen.is_working(launcher.tmux.capture(found.pane_id) or ""):
+        # A turn runs: give the interrupt a moment to land (it is recorded in the transcript), bounded.
+        _wait(
+            lambda: not screen.is_working(launcher.tmux.capture(found.pane_id) or ""),
+            launcher.cfg.end_grace_s,
+        )
     if not close_window:
         return
     launcher.tmux.kill_window(found.window_id)
-    pid = found.pane_pid
-    if isinstance(pid, int):
-        _wait(lambda: not panes.pid_alive(pid), grace)
-        if panes.pid_alive(pid) and sid in agentcmd.process_args(pid):
-            os.kill(pid, signal.SIGKILL)  # the SIGHUP of the closed window did not end it
+    if isinstance(found.pane_pid, int):
+        launcher.ending[found.pane_pid] = (time.time() + launcher.cfg.end_grace_s, sid, False)
     log.info("task %s: attempt %s ended, window %s closed", task["id"], attempt.get("n"), found.window_id)
+
+
+def finish_ending(launcher: Launcher, now: float) -> float | None:
+    """Kill the agents that outlived their grace period after their window closed (its SIGHUP) or their
+    SIGTERM; returns when the next grace period ends."""
+    nearest = None
+    for pid, (deadline, sid, group) in list(launcher.ending.items()):
+        if not panes.pid_alive(pid) or sid not in agentcmd.process_args(pid):
+            del launcher.ending[pid]  # gone (a pid reused since names another command line)
+        elif now >= deadline:
+            log.warning("agent pid %d of session %s outlived its grace period: SIGKILL", pid, sid[:8])
+            if group:
+                _signal_group(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+            del launcher.ending[pid]
+        else:
+            nearest = deadline if nearest is None else min(nearest, deadline)
+    launcher.reap()
+    return nearest
 
 
 def close_due(launcher: Launcher, task: dict[str, Any], now: float) -> tuple[dict[str, Any], float | None]:

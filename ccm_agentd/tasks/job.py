@@ -94,6 +94,8 @@ class TasksJob:
         for task in self.tasks.values():
             if task.get("state") == "queued" and task.get("not_before"):
                 soon(parse_ts(task.get("not_before")))
+        if self.launcher.ending:
+            soon(cleanup.finish_ending(self.launcher, now))
         return due
 
     def health(self) -> dict[str, Any]:
@@ -164,6 +166,9 @@ class TasksJob:
     # --- one task ------------------------------------------------------------------------------------
 
     def _launch(self, task: dict[str, Any], now: float) -> float | None:
+        ending = set(self.launcher.ending)
+        if any(a.get("pid") in ending for a in task.get("attempts") or []):
+            return now + 0.5  # its previous agent is still ending: one live agent per task
         try:
             task = self._save(self.launcher.begin(task, now))
         except tasks.Conflict:

@@ -71,6 +71,8 @@ class Launcher:
         self.tmux = agentcmd.Tmux(cfg.tmux_socket)
         self.children: dict[str, subprocess.Popen[bytes]] = {}  # headless agents this daemon started
         self.exit_codes: dict[str, int] = {}  # session id -> exit code of a headless agent that exited
+        # pid -> (when its grace period ends, session id, a headless process group): agents being ended
+        self.ending: dict[int, tuple[float, str, bool]] = {}
 
     def configure(self, cfg: TasksConfig) -> None:
         self.cfg = cfg
