@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ccm_hooks import paths
 from ccm_hooks.statedir import tasks
 
 log = logging.getLogger("ccm_agentd.tasks")
@@ -57,12 +58,16 @@ def from_table(table: Mapping[str, Any]) -> TasksConfig:
         value = table.get(key)
         return value if isinstance(value, str) and value.strip() else None
 
+    session = text("tmux_session")
+    if session is not None and not paths.valid_session_id(session):
+        log.error("[tasks] tmux_session = %r is not a plain name; using %s", session, d.tmux_session)
+        session = None
     return TasksConfig(
         max_agents=int(_number(table, "max_agents", d.max_agents, 1)),
         max_agents_per_project=int(_number(table, "max_agents_per_project", d.max_agents_per_project, 1)),
         max_pending=int(_number(table, "max_pending", d.max_pending, 1)),
         tmux_socket=text("tmux_socket"),
-        tmux_session=text("tmux_session") or d.tmux_session,
+        tmux_session=session or d.tmux_session,
         claude=text("claude"),
         env={str(k): str(v) for k, v in env.items()},
         launch_timeout_s=_number(table, "launch_timeout_s", d.launch_timeout_s, 1),

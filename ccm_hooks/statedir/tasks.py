@@ -380,7 +380,9 @@ def create(
         taken = set(task_ids(root))
         for fields in items:
             task = dict(fields)
-            task_id = task.get("id") or new_task_id()
+            task_id = check_id(task["id"]) if task.get("id") else new_task_id()
+            if task.get("id") and task_id in taken:
+                raise CcmError(f"a task {task_id} exists already")
             while task_id in taken:
                 task_id = new_task_id()
             taken.add(task_id)
