@@ -137,7 +137,7 @@ def _uuid() -> str:
 
 
 def latency(rounds: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="ccm-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ccm-bench-", ignore_cleanup_errors=True) as tmp:
         b = Bench(Path(tmp), max_agents=4)
         try:
             bare, interactive, headless = [], [], []
@@ -172,7 +172,7 @@ def latency(rounds: int) -> None:
 
 
 def throughput(rounds: int, count: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="ccm-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ccm-bench-", ignore_cleanup_errors=True) as tmp:
         b = Bench(Path(tmp), max_agents=4)
         try:
             singles = []
