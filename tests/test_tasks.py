@@ -18,10 +18,10 @@ from ccm_agentd.metrics import Metrics
 from ccm_agentd.tasks import monitor, scheduler, trust
 from ccm_agentd.tasks.job import TasksJob
 from ccm_agentd.tasks.launcher import compose_prompt
-from ccm_hooks import fileio
+from ccm_hooks import fileio, paths
 from ccm_hooks.errors import CcmError
 from ccm_hooks.record import iso_utc
-from ccm_hooks.statedir import agentcmd, tasks, tasks_git
+from ccm_hooks.statedir import agentcmd, tasks, tasks_check, tasks_git
 from tests.claude_harness import TmuxServer, wait_for
 from tests.taskrun import add, ccm, git, git_repo, load
 
@@ -33,7 +33,7 @@ def test_add_writes_a_task_and_its_log_privately(ccm_home: Path, tmp_path: Path)
     task_id = add(
         "-C", str(project), "--name", "fix it", "--label", "team=core", "--priority", "3", "fix the bug"
     )
-    assert tasks.paths.valid_session_id(task_id) and len(task_id) == 8
+    assert paths.valid_session_id(task_id) and len(task_id) == 8
     task = load(ccm_home, task_id)
     head = git(project, "rev-parse", "HEAD").strip()
     assert task["state"] == "queued" and task["branch"] == f"ccm/{task_id}" and task["base_commit"] == head
@@ -207,7 +207,7 @@ def test_ids_and_prefixes(ccm_home: Path, tmp_path: Path) -> None:
     with pytest.raises(CcmError, match="matches 2 tasks"):
         tasks.resolve(root, "ab")
     with pytest.raises(CcmError, match="not a plain id"):
-        tasks.check_id("../x")
+        tasks_check.check_id("../x")
     (ccm_home / "tasks" / "..bad.json").write_text("{}")
     (ccm_home / "tasks" / "notes.txt").write_text("x")
     assert tasks.task_ids(root) == ["ab12", "ab34"]

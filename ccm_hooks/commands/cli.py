@@ -329,7 +329,7 @@ def task_add(
 
     def call() -> int:
         from ccm_hooks.commands import taskcmd
-        from ccm_hooks.statedir import tasks
+        from ccm_hooks.statedir import tasks_check
 
         options = {
             "project": str(project) if project is not None else None, "name": name, "base": base,
@@ -337,7 +337,7 @@ def task_add(
             "max_turns": max_turns,
             "done_marker": done_marker, "retries": retries, "timeout": timeout, "model": model,
             "permission_mode": permission_mode, "headless": headless or None,
-            "labels": dict(tasks.parse_label(text) for text in label) if label else None,
+            "labels": dict(tasks_check.parse_label(text) for text in label) if label else None,
         }  # fmt: skip
         return taskcmd.add_cmd(prompt, options)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ccm_hooks import paths
 from ccm_hooks.errors import CcmError
-from ccm_hooks.statedir import agentcmd, config, tasks, tasks_git
+from ccm_hooks.statedir import agentcmd, config, tasks, tasks_check, tasks_git
 
 
 def start_cmd(prompt: str | None, project: Path, watch_on: bool, max_turns: int | None, worktree: bool,
@@ -26,7 +26,7 @@ def start_cmd(prompt: str | None, project: Path, watch_on: bool, max_turns: int 
     if not os.path.isdir(where):
         raise CcmError(f"--project {where} is not a directory")
     if prompt is not None:
-        tasks.check_prompt(prompt)
+        tasks_check.check_prompt(prompt)
     if max_turns is not None and not watch_on:
         raise CcmError("--max-turns goes with --watch")
     cwd, what = where, ""
@@ -43,7 +43,7 @@ def start_cmd(prompt: str | None, project: Path, watch_on: bool, max_turns: int 
     taskcmd.ensure_shim(root)
     session_id = str(uuid.uuid4())
     argv = agentcmd.claude_argv(agentcmd.find_claude(table.get("claude")), prompt, session_id=session_id,
-                                name=name and tasks.check_name(name))  # fmt: skip
+                                name=name and tasks_check.check_name(name))  # fmt: skip
     turns = (max_turns or 10) if watch_on else None
     extra = table.get("env") if isinstance(table.get("env"), dict) else None
     env = agentcmd.agent_env(root, task_id=None, max_turns=turns, done_marker=None, extra=extra)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ccm_hooks import paths, watch
 from ccm_hooks.errors import CcmError
-from ccm_hooks.statedir import agentcmd, config, tasks, tasks_git, tasks_result
+from ccm_hooks.statedir import agentcmd, config, tasks, tasks_check, tasks_git, tasks_result
 
 BY = "ccm-hooks task"
 # Keys of a JSON line on `task add -` stdin: the options' long names, with _ for -.
@@ -41,7 +41,7 @@ def build(root: str, spec: Mapping[str, Any], defaults: Mapping[str, Any], cwd: 
         value = spec.get(key)
         return defaults.get(key, fallback) if value is None else value
 
-    prompt = tasks.check_prompt(spec.get("prompt"))
+    prompt = tasks_check.check_prompt(spec.get("prompt"))
     where = os.path.abspath(os.path.join(cwd, os.path.expanduser(str(spec.get("project") or "."))))
     if not os.path.isdir(where):
         raise CcmError(f"--project {where} is not a directory")
@@ -56,23 +56,25 @@ def build(root: str, spec: Mapping[str, Any], defaults: Mapping[str, Any], cwd: 
     base_commit = None
     if top is not None:
         if base is not None:
-            tasks.check_word(base, "--base", 200)
+            tasks_check.check_word(base, "--base", 200)
         if tasks_git.head(top) is None and base is None:
             raise CcmError(f"the repository {top} has no commit yet; commit something first (or pass --base)")
         base_commit = tasks_git.resolve_commit(top, str(base or "HEAD"))
     after = spec.get("after") or []
     if isinstance(after, str):
         after = [after]
-    if not isinstance(after, list) or len(after) > tasks.MAX_AFTER:
-        raise CcmError(f"after must be a list of at most {tasks.MAX_AFTER} task ids")
-    max_turns = tasks.check_int(pick("max_turns", tasks.DEFAULT_MAX_TURNS), "--max-turns", 0, watch.MAX_COUNT)
+    if not isinstance(after, list) or len(after) > tasks_check.MAX_AFTER:
+        raise CcmError(f"after must be a list of at most {tasks_check.MAX_AFTER} task ids")
+    max_turns = tasks_check.check_int(
+        pick("max_turns", tasks.DEFAULT_MAX_TURNS), "--max-turns", 0, watch.MAX_COUNT
+    )
     timeout = pick("timeout")
     mode = pick("permission_mode")
     model = pick("model")
     name = spec.get("name")
     task = {
         "v": tasks.FORMAT_VERSION,
-        "name": tasks.check_name(name) if name is not None else None,
+        "name": tasks_check.check_name(name) if name is not None else None,
         "prompt": prompt,
         "project": top if top is not None and not in_place else where,
         "git": top is not None,
@@ -82,28 +84,32 @@ def build(root: str, spec: Mapping[str, Any], defaults: Mapping[str, Any], cwd: 
         "base_commit": base_commit,
         "in_place": in_place,
         "headless": bool(spec.get("headless")),
-        "after": [tasks.resolve(root, tasks.check_id(a)) for a in after],
-        "priority": tasks.check_int(
-            spec.get("priority") or 0, "--priority", -tasks.MAX_PRIORITY, tasks.MAX_PRIORITY
+        "after": [tasks.resolve(root, tasks_check.check_id(a)) for a in after],
+        "priority": tasks_check.check_int(
+            spec.get("priority") or 0, "--priority", -tasks_check.MAX_PRIORITY, tasks_check.MAX_PRIORITY
         ),
         "max_turns": max_turns,
-        "done_marker": tasks.check_marker(
+        "done_marker": tasks_check.check_marker(
             pick("done_marker", watch.DEFAULTS["done_marker"]), "--done-marker"
         ),
-        "error_marker": tasks.check_marker(pick("error_marker", tasks.DEFAULT_ERROR_MARKER), "error_marker"),
-        "retries": tasks.check_int(pick("retries", tasks.DEFAULT_RETRIES), "--retries", 0, tasks.MAX_RETRIES),
+        "error_marker": tasks_check.check_marker(
+            pick("error_marker", tasks.DEFAULT_ERROR_MARKER), "error_marker"
+        ),
+        "retries": tasks_check.check_int(
+            pick("retries", tasks.DEFAULT_RETRIES), "--retries", 0, tasks_check.MAX_RETRIES
+        ),
         "manual_retries": 0,
-        "timeout_s": tasks.parse_duration(timeout) if timeout is not None else None,
-        "model": tasks.check_word(model, "--model") if model is not None else None,
-        "permission_mode": tasks.check_permission_mode(mode) if mode is not None else None,
-        "labels": tasks.check_labels(spec.get("labels") or {}),
+        "timeout_s": tasks_check.parse_duration(timeout) if timeout is not None else None,
+        "model": tasks_check.check_word(model, "--model") if model is not None else None,
+        "permission_mode": tasks_check.check_permission_mode(mode) if mode is not None else None,
+        "labels": tasks_check.check_labels(spec.get("labels") or {}),
         "not_before": None,
         "cancel": None,
         "result": None,
         "cleaned_at": None,
         "attempts": [],
     }
-    tasks.check_marker(tasks.stop_marker(task), "--done-marker with the error marker")
+    tasks_check.check_marker(tasks.stop_marker(task), "--done-marker with the error marker")
     return task
 
 
