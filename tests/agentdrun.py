@@ -80,8 +80,9 @@ def configure(home: Path, notified: Path | None = None, **settings: float | str 
         table["notify_commands"] = [_notify_command(notified)]
     # JSON strings, numbers, booleans and arrays of strings are TOML values too.
     lines = ["[agentd]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # as ccm makes it
     (home / "config.toml").write_text("\n".join(lines) + "\n")
+    (home / "config.toml").chmod(0o600)  # it holds commands: private, as ccm writes it
 
 
 def _notify_command(out: Path) -> str:

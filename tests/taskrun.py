@@ -60,8 +60,9 @@ def configure_tasks(
     lines = ["[agentd]", *(f"{k} = {json.dumps(v)}" for k, v in agentd.items())]
     lines += ["[tasks]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
     lines += ["[tasks.env]", *(f"{k} = {json.dumps(v)}" for k, v in env.items())]
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # as ccm makes it
     (home / "config.toml").write_text("\n".join(lines) + "\n")
+    (home / "config.toml").chmod(0o600)  # it holds commands: private, as ccm writes it
 
 
 def ccm(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

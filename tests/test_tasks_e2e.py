@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ccm_agentd import panes
+from ccm_hooks.commands import top_tasks
 from ccm_hooks.statedir import agentcmd, tasks
 from tests.agentdrun import Agentd, notified_kinds
 from tests.claude_harness import TmuxServer, seed_claude_json, wait_for
@@ -104,7 +105,8 @@ def test_tasks_run_in_order_within_limits_and_bring_back_their_work(
     shown = ccm("task", "show", a).stdout
     assert "add a.txt" in shown and "+1" in shown and f"ccm/{a}" in shown
     top = ccm("top", "-n", "1").stdout
-    assert a in top and "TASK" in top
+    # The most recently finished tasks (top_tasks.MAX_FINISHED of them) under the sessions.
+    assert "TASK" in top and sum(t in top for t in done) == min(len(done), top_tasks.MAX_FINISHED)
 
 
 def test_cancel_timeout_and_a_killed_pane(

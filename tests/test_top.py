@@ -197,6 +197,7 @@ def test_interactive_view_toggles_watch_and_follows_changes(tmux_server: TmuxSer
 
     # Sessions made while top runs show up: the status dir is watched.
     idle_session(A, "/src/alpha")
+    wait_for(lambda: selected(pane) == A[:8], 10, what="A shown and selected", diagnostics=pane.describe)
     working_session(B, "/src/beta", LONG_COMMAND)
     # B passes through `processing` on its way to `working`: wait for the last of its three events.
     screen = wait_for_screen(
