@@ -33,16 +33,36 @@ FALLBACK_CAP = record.SHORT_CAP
 _EVENTS_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT  # O_RDWR: catching up and the torn-line check read it
 
 
+def _digits(value: str, limit: int) -> bool:
+    return 0 < len(value) <= limit and value.isascii() and value.isdigit()
+
+
+def claude_version(agent: str) -> str | None:
+    """Claude Code's version from ``$AI_AGENT`` (``claude-code_2-1-328_harness`` -> ``2.1.328``), which both
+    supported versions set for their hooks (spec/claude-versions.md)."""
+    if not agent.startswith("claude-code_"):
+        return None
+    version = agent.split("_")[1].replace("-", ".")
+    return version if all(_digits(part, 6) for part in version.split(".")) else None
+
+
 def process_context(environ: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
-    """Facts about the running claude that are not in the payload: where it runs in tmux, its pid."""
+    """Facts about the running claude that are not in the payload: where it runs in tmux, its pid, its
+    version, how it was started (``claude -p``: ``sdk-cli``) and, for ``claude --bg``, its job."""
     tmux = environ.get("TMUX") or ""
     # $TMUX is "<socket path>,<server pid>,<session index>"; the socket path is what `tmux -S` takes.
     socket = tmux.split(",", 1)[0] if tmux else None
-    # Claude runs `/bin/sh -c '... exec shim'`, so our parent is claude itself (or the sh if it did not exec).
+    # Claude runs `/bin/sh -c '... exec shim'`, so our parent is claude itself (or the sh if it did not
+    # exec); 2.1.328 also says its pid in CLAUDE_PID.
+    pid = environ.get("CLAUDE_PID") or ""
+    job = (environ.get("CLAUDE_JOB_DIR") or "").rstrip("/")  # only background sessions have it
     return {
         "tmux_pane": environ.get("TMUX_PANE") or None,
         "tmux_socket": socket or None,
-        "claude_pid": os.getppid(),
+        "claude_pid": int(pid) if _digits(pid, 9) else os.getppid(),
+        "claude_version": claude_version(environ.get("AI_AGENT") or ""),
+        "entrypoint": (environ.get("CLAUDE_CODE_ENTRYPOINT") or "")[:64] or None,
+        "background": os.path.basename(job)[:128] or None,
     }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 # sha256 of each schema with its "description"s removed (descriptions do not change what is valid).
 SCHEMA_FINGERPRINTS = {
     "event.schema.json": "bfa44eb72cc78c2a58c51a418f4fdf083f6d0ec7e29d3ae85b1203fca722ab6b",
-    "status.schema.json": "756df105d92342b7c865e0747e2694736a61185d5f3fde2406e1ed9e942b58a4",
+    "status.schema.json": "4a5a9df162905d38a82b64533de1ad36aa3d011e97f41dd4f3758b7318b929f3",
 }
 
 COMMON = {"v", "ts", "seq", "session_id", "event", "cwd", "project"}
@@ -196,11 +196,12 @@ STATUS_KEYS = {
     "last_tool", "current_action", "started_at", "updated_at", "counters", "last_prompt",
     "last_assistant_message", "error", "transcript_path", "task_id", "model", "permission_mode", "tmux_pane",
     "tmux_socket", "claude_pid", "tools_running", "waiting_tool_use_id", "watch", "resume_at", "typing",
+    "claude_version", "entrypoint", "background",
 }  # fmt: skip
 STATUS_NULLABLE_STRINGS = {
     "reason", "cwd", "project", "last_tool", "current_action", "last_prompt", "last_assistant_message",
     "error", "transcript_path", "task_id", "model", "permission_mode", "tmux_pane", "tmux_socket",
-    "waiting_tool_use_id",
+    "waiting_tool_use_id", "entrypoint", "background",
 }  # fmt: skip
 STATES = {"starting", "processing", "working", "waiting", "idle", "error", "ended", "stalled", "rate_limited"}
 COUNTERS = {"prompts", "tool_uses", "failures", "turns", "errors", "subagents"}
@@ -258,6 +259,11 @@ def status_ok(st: object) -> bool:
     if any(st[k] is not None and type(st[k]) is not str for k in STATUS_NULLABLE_STRINGS):
         return False
     if st["claude_pid"] is not None and not _int(st["claude_pid"], 1):
+        return False
+    version = st["claude_version"]
+    if version is not None and not (
+        type(version) is str and version.isascii() and all(p.isdigit() for p in version.split("."))
+    ):
         return False
     if st["waiting_tool_use_id"] is not None and st["state"] != "waiting":
         return False

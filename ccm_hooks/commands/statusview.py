@@ -36,9 +36,21 @@ def stale_watch_reason(st: dict[str, Any]) -> bool:
     return isinstance(w, dict) and not w.get("stopped") and not w.get("handoff")
 
 
+def session_kind(st: dict[str, Any]) -> str:
+    """A prefix saying how the session runs when that limits what ccm can do for it: ``bg:`` for a
+    background session (``claude --bg``: no pane, nothing can be typed; `claude attach` opens it)."""
+    return "bg: " if st.get("background") else ""
+
+
 def status_action(st: dict[str, Any]) -> str:
     """What a person wants to know next to the state: why it waits or stopped, what it does or said."""
+    return session_kind(st) + _action(st)
+
+
+def _action(st: dict[str, Any]) -> str:
     state = st.get("state")
+    if state == "ended" and st.get("error"):  # its last turn failed as it ended (claude -p)
+        return f"{st.get('reason') or 'ended'}: {st['error']}"
     if state in ("waiting", "error", "ended", "stalled", "rate_limited"):
         return str(st.get("reason") or "")
     if state == "idle":

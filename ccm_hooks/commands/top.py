@@ -21,7 +21,7 @@ from typing import Any
 
 from ccm_hooks import paths
 from ccm_hooks.commands import top_tasks, watchcmd
-from ccm_hooks.commands.statusview import stale_watch_reason
+from ccm_hooks.commands.statusview import session_kind, stale_watch_reason
 from ccm_hooks.errors import CcmError
 from ccm_hooks.statedir import timefmt
 from ccm_hooks.statedir.fswatch import DirWatcher
@@ -79,7 +79,13 @@ def _clean(value: object) -> str:
 
 def action(st: dict[str, Any]) -> str:
     """What to read next to the state: why it waits or stopped, what it does, or the last tool it used."""
+    return session_kind(st) + _action(st)
+
+
+def _action(st: dict[str, Any]) -> str:
     state, reason = st.get("state"), st.get("reason")
+    if state == "ended" and st.get("error"):  # its last turn failed as it ended (claude -p)
+        return _clean(f"{reason or 'ended'}: {st['error']}")
     if stale_watch_reason(st):
         reason = None  # a reset run: the stop it explained no longer holds
     if state in ("waiting", "error", "ended", "stalled", "rate_limited") or (state == "idle" and reason):

@@ -28,7 +28,8 @@ from ccm_hooks.statedir.reader import open_regular
 if TYPE_CHECKING:
     from ccm_hooks.commands.validate import Report
 
-CTX_FIELDS = ("tmux_pane", "tmux_socket", "claude_pid")  # from the process, not the log: not replayable
+# From the process (the hook's environment), not the log: not replayable.
+CTX_FIELDS = ("tmux_pane", "tmux_socket", "claude_pid", "claude_version", "entrypoint", "background")
 # Every record the encoder writes starts like this (dict order), so a line that does not parse but starts
 # so is a record cut short by a writer that died mid-write, which the next append terminated.
 RECORD_PREFIX = b'{"v":'
