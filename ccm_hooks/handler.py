@@ -10,6 +10,7 @@ would block the user's tool call or drop a decision.
 
 from __future__ import annotations
 
+import _signal  # the C module under `signal`: same functions, without its 5 ms enum import
 import os
 import sys
 import time
@@ -19,6 +20,13 @@ MAX_LOG_BYTES = 1 << 20  # hooks.log is rotated to hooks.log.1 past this
 
 def main() -> int:
     started = time.time()  # first thing: the record's ts is when Claude started the hook
+    try:
+        # `claude -p` on 2.1.328 sends SIGTERM to StopFailure hooks 30 to 150 ms after starting them
+        # (spec/claude-versions.md), which lost the record of a failed run half the time. The handler is
+        # bounded on its own (the lock's 5 s, the catch-up budget), so it finishes its few ms instead.
+        _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
+    except (OSError, ValueError):
+        pass
     # Nothing may reach stdout by accident: print() to a None stdout is a no-op. (A handler that must
     # answer Claude writes to fd 1 itself.)
     sys.stdout = None

@@ -19,6 +19,7 @@ dialog, so its own tool's result always comes after it, even when a sibling's re
 from __future__ import annotations
 
 from ccm_hooks.record import FORMAT_VERSION, tool_summary
+from ccm_hooks.texts import CLAUDE_OWN_PREFIXES
 from ccm_hooks.watch import SETTING_KEYS, new_watch
 
 TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs ~3 ms per hook call
@@ -287,6 +288,9 @@ def _watch_prompt(st: Status, rec: dict[str, Any]) -> None:
     (it trims it), and a continuation mistaken for a person's prompt would restart the budget for ever.
     """
     w = st["watch"]
+    prompt = rec.get("prompt")
+    if isinstance(prompt, str) and prompt.startswith(CLAUDE_OWN_PREFIXES):
+        return  # Claude Code's own (a background subagent's result, its continue at a limit): nobody's
     typing = st.get("typing")
     handoff = w.get("handoff")
     ours = isinstance(typing, dict) and typing.get("kind") in ("handoff", "resume")

@@ -42,7 +42,6 @@ ENV_VARS = {
 SOURCES = ("default", "global", "project", "env", "session")
 STOP_REASONS = ("done", "max_turns", "no_progress", "error", "needs_human", "block_cap")
 MAX_COUNT = 10_000  # max_turns and no_progress_turns must be finite: 1..MAX_COUNT
-MAX_PROMPT_CHARS = 2000
 MAX_MARKER_CHARS = 500
 MARKER_TEXT_CAP = 2000  # a regex marker is searched for in the last this many characters of the reply
 MAX_CONFIG_BYTES = 1 << 20  # config.toml is a few lines; a larger one is not read
@@ -129,9 +128,14 @@ def check_setting(key: str, value: object) -> Any:
             return value
         raise SettingError(f"{key} must be a whole number from 1 to {MAX_COUNT} (got {value!r})")
     if key == "prompt":
-        if isinstance(value, str) and value.strip() and len(value) <= MAX_PROMPT_CHARS:
-            return value
-        raise SettingError(f"prompt must be non-empty text of at most {MAX_PROMPT_CHARS} characters")
+        # Past Claude Code's Stop-hook cap, ccm-agentd types the prompt into the pane: the one rule for
+        # typed text applies (spec/typing.md), and the text is kept as it will be typed (trimmed).
+        from ccm_hooks.texts import TextError, check_typed
+
+        try:
+            return check_typed(value)
+        except TextError as exc:
+            raise SettingError(f"prompt {exc}") from None
     if key == "done_marker":
         return check_marker(value)
     raise SettingError(f"unknown watch setting {key!r} (known: {', '.join(SETTING_KEYS)})")

@@ -24,6 +24,7 @@ HOOK_MODULES = {
     "ccm_hooks.errors",
     "ccm_hooks.saferegex",
     "ccm_hooks.jsonl",
+    "ccm_hooks.texts",
 }
 # Standard library, but each costs milliseconds per hook call; nothing on the hot path needs them.
 # json, re, enum and signal included: fastjson and _signal do their jobs without them (~13 ms together).

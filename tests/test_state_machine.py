@@ -280,3 +280,20 @@ def test_a_typing_settled_without_a_prompt_is_forgotten() -> None:
     s.feed("ccm.delivery", delivery={"item": "h", "kind": "handoff", "attempt": 1, "outcome": "typing"})
     st = s.feed("ccm.delivery", delivery={"item": "h", "kind": "handoff", "attempt": 1, "outcome": "retry"})
     assert st["typing"] is None
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["<task-notification>\n<task-id>a1</task-id>\n<status>completed</status>\n</task-notification>",
+     "Your claude.ai usage limit has reset. Continue the task you were working on when the limit was "
+     "reached; do not repeat work that is already complete."],
+)  # fmt: skip
+def test_prompts_claude_code_submits_itself_neither_restart_nor_settle_anything(prompt: str) -> None:
+    """2.1.328 submits a background subagent's result and its own continue after a usage limit as
+    UserPromptSubmit: nobody typed them, so the watch run goes on and a pending typing stays pending."""
+    s = Session()
+    _watched(s)
+    s.feed("ccm.decision", decision={"action": "continue", "turn": 2, "blocks": 2})
+    s.feed("ccm.delivery", delivery={"item": "h", "kind": "handoff", "attempt": 1, "outcome": "typing"})
+    st = s.feed("UserPromptSubmit", prompt=prompt)
+    assert st["watch"]["continues"] == 2 and st["typing"] is not None and st["state"] == "processing"

@@ -70,10 +70,18 @@ def test_off_by_default_the_stop_handler_prints_nothing(ccm_home: Path) -> None:
 
 
 def test_the_block_answer_is_exact_json_with_the_prompt(ccm_home: Path) -> None:
-    prompt = 'keep "going" — next item\nthen the one after'
-    out = _stop({**ON, "CCM_WATCH_PROMPT": prompt}, active=False)
-    assert json.loads(out) == {"decision": "block", "reason": prompt}
+    prompt = 'keep "going" — next item, then the one after'
+    out = _stop({**ON, "CCM_WATCH_PROMPT": prompt + "  "}, active=False)
+    assert json.loads(out) == {"decision": "block", "reason": prompt}  # kept as it would be typed: trimmed
     assert out.count(b"\n") == 0 and out.startswith(b"{")
+
+
+def test_a_watch_prompt_that_could_not_be_typed_is_refused(ccm_home: Path) -> None:
+    """Past Claude Code's Stop-hook cap the prompt is typed into the pane: the typing rule applies to it
+    (a \\r once submitted a handoff early); a refused one is logged and the default is used."""
+    out = _stop({**ON, "CCM_WATCH_PROMPT": "first\rsecond"}, active=False)
+    assert json.loads(out) == {"decision": "block", "reason": "continue"}
+    assert "CCM_WATCH_PROMPT" in (ccm_home / "log" / "hooks.log").read_text()
 
 
 def test_max_turns_counts_every_continue_once(ccm_home: Path) -> None:
@@ -406,7 +414,8 @@ def test_watch_on_for_a_project_and_globally_writes_config_toml(ccm_home: Path, 
         (["watch", "on", "--global", "--project", "."], "say which"),
         (["watch", "on", "--global", "--max-turns", "0"], "--max-turns: max_turns must be a whole number"),
         (["watch", "on", "--global", "--done-marker", "(["], "is outside the regex subset"),
-        (["watch", "on", "--global", "--prompt", "  "], "--prompt: prompt must be non-empty"),
+        (["watch", "on", "--global", "--prompt", "  "], "--prompt: prompt is empty"),
+        (["watch", "on", "--global", "--prompt", "a\x1bb"], "--prompt: prompt holds an escape (ESC)"),
         (["watch", "on", "nosuchsession"], "no session matches 'nosuchsession'"),
         (["watch", "on", "--project", "/no/such/dir"], "--project /no/such/dir: no such directory"),
         (["watch", "reset", "nosuchsession"], "no session matches"),
