@@ -250,6 +250,11 @@ def build_record(
         optional["transcript_path"] = clip("transcript_path", payload.get("transcript_path"))
     elif event == "SessionEnd":
         optional["reason"] = clip("reason", payload.get("reason"), SHORT_CAP)
+        # Only when the turn was still open: the API error the transcript says ended it (lost_api_error).
+        optional["error"] = _error_text(payload.get("error"), clip)
+        optional["last_assistant_message"] = clip(
+            "last_assistant_message", payload.get("last_assistant_message")
+        )
     elif event in ("PreCompact", "PostCompact"):
         optional["trigger"] = clip("trigger", payload.get("trigger"), SHORT_CAP)
         optional["custom_instructions"] = clip("custom_instructions", payload.get("custom_instructions"))

@@ -204,6 +204,8 @@ def _transition(st: Status, event: str, rec: dict[str, Any], action: str | None)
         _set_state(st, "error", ts, _record_error(st, rec))
     elif event == "SessionEnd":
         _end_turn(st)
+        if rec.get("error"):  # the turn's API error, from the transcript when its StopFailure was lost
+            _record_error(st, rec)
         _set_state(st, "ended", ts, rec.get("reason") or "unknown")
     elif event in ("PreToolUse", "PostToolUse", "PostToolUseFailure"):
         _tool_activity(st, event, rec, action)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from ccm_hooks import fileio, jsonl, paths, record, state, watch
+from ccm_hooks import fastjson, fileio, jsonl, paths, record, state, watch
 
 TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs ~3 ms per hook call
 if TYPE_CHECKING:
@@ -64,6 +64,48 @@ def process_context(environ: os._Environ[str] | dict[str, str]) -> dict[str, Any
         "entrypoint": (environ.get("CLAUDE_CODE_ENTRYPOINT") or "")[:64] or None,
         "background": os.path.basename(job)[:128] or None,
     }
+
+
+TRANSCRIPT_TAIL_BYTES = 1 << 16
+
+
+def lost_api_error(transcript_path: object) -> dict[str, Any]:
+    """At a SessionEnd that finds a turn still open: the API error that ended it, from the transcript.
+
+    `claude -p` on 2.1.328 fires StopFailure after SessionEnd and may end the process before that hook
+    finishes; its record is then lost (spec/hooks-timing.md). Claude Code writes the error into the
+    transcript as an assistant record with ``isApiErrorMessage`` (both versions), so the SessionEnd record
+    carries it (``error``, ``last_assistant_message``). One bounded read of the transcript's tail, only in
+    this case; anything unexpected there means nothing is added.
+    """
+    if not isinstance(transcript_path, str) or not transcript_path:
+        return {}
+    try:
+        fd, st = fileio.open_regular_stat(transcript_path, os.O_RDONLY, private=True)
+    except OSError:
+        return {}
+    try:
+        start = max(0, st.st_size - TRANSCRIPT_TAIL_BYTES)
+        data = os.pread(fd, st.st_size - start, start)
+    except OSError:
+        return {}
+    finally:
+        os.close(fd)
+    for line in reversed(data.split(b"\n")):
+        if b'"isApiErrorMessage":true' not in line:
+            if b'"type":"user"' in line:
+                return {}  # a prompt after the last error: the error belongs to an earlier turn
+            continue
+        try:
+            rec = fastjson.loads(line)
+        except ValueError:
+            return {}
+        content = (rec.get("message") or {}).get("content") if isinstance(rec, dict) else None
+        texts = [b.get("text") for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+        text = next((t for t in texts if isinstance(t, str)), None)
+        error = rec.get("error") if isinstance(rec.get("error"), str) else None
+        return {k: v for k, v in (("error", error), ("last_assistant_message", text)) if v}
+    return {}
 
 
 class Current:
@@ -191,6 +233,12 @@ def record_event(
             problems = cur.problems
             first = status is None and cur.last_seq == 0
             seq = max(jsonl.record_seq(status) or 0, cur.last_seq) + 1
+            if (
+                event == "SessionEnd"
+                and status is not None
+                and status.get("state") in ("processing", "working")
+            ):
+                payload = {**payload, **lost_api_error(status.get("transcript_path"))}
             rec, line = build_bounded(payload, event, seq, ts, environ)
             fileio.append_fd(fd, line)
             if not cur.complete:

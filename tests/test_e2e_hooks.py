@@ -136,7 +136,9 @@ def test_p_runs_whose_api_call_fails_end_with_their_error(
 ) -> None:
     """`claude -p` whose API call fails: the status ends with the error, every time. 2.1.328 fires StopFailure
     after SessionEnd and sends SIGTERM to StopFailure hooks 30 to 150 ms after starting them, which once lost
-    the record in 3 of 6 runs. A 400 whose message holds "429" in a number is no rate limit."""
+    the record in 3 of 6 runs; registered async it is still lost now and then on a loaded machine, and the
+    SessionEnd then carries the error the transcript holds. A 400 whose message holds "429" in a number is no
+    rate limit."""
     install_hooks(project_dir)
     message = "max_tokens: 204291 > 128000, which is the maximum allowed"  # "429" in a number
     fake_api.responder = always(api_error(400, "invalid_request_error", message))
@@ -151,8 +153,14 @@ def test_p_runs_whose_api_call_fails_end_with_their_error(
         )
         assert st["state"] == "ended" and st["error"].endswith(f"API Error: 400 {message}")
         assert st["entrypoint"] == "sdk-cli"
-        events = [r["event"] for r in read_log(ccm_home, sid)]
-        assert events.count("StopFailure") == 1 and "SessionEnd" in events
+        log = read_log(ccm_home, sid)
+        events = [r["event"] for r in log]
+        assert events.count("StopFailure") <= 1 and "SessionEnd" in events
+        if (
+            "StopFailure" not in events
+        ):  # killed under load: the SessionEnd read the error from the transcript
+            end = next(r for r in log if r["event"] == "SessionEnd")
+            assert end["last_assistant_message"] == f"API Error: 400 {message}", end
 
 
 def test_validate_accepts_what_real_sessions_wrote(

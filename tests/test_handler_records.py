@@ -145,3 +145,50 @@ def test_status_file_is_readable_json_with_newline(ccm_home: Path) -> None:
     text = (ccm_home / "status" / f"{data['session_id']}.json").read_text()
     assert text.endswith("\n")
     assert json.loads(text)["state"] == "idle"
+
+
+def _transcript(tmp: Path, *records: dict[str, object]) -> str:
+    path = tmp / "transcript.jsonl"
+    path.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+    path.chmod(0o600)
+    return str(path)
+
+
+API_ERROR = {
+    "type": "assistant", "isApiErrorMessage": True, "error": "invalid_request",
+    "message": {"model": "<synthetic>", "role": "assistant",
+                "content": [{"type": "text", "text": "API Error: 400 x"}]},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("after", ["nothing", "a prompt"])
+def test_a_session_ending_mid_turn_keeps_the_api_error_its_transcript_holds(
+    ccm_home: Path, tmp_path: Path, after: str
+) -> None:
+    """`claude -p` on 2.1.328 may end before its StopFailure hook records: SessionEnd carries the error."""
+    user = {"type": "user", "message": {"role": "user", "content": "again"}}
+    records = [user, API_ERROR] + ([user] if after == "a prompt" else [])
+    start = payload("SessionStart__startup_p", transcript_path=_transcript(tmp_path, *records))
+    sid = start["session_id"]
+    for data in (
+        start,
+        payload("UserPromptSubmit__p", session_id=sid),
+        payload("SessionEnd__other_p", session_id=sid),
+    ):
+        assert run_hook(data).returncode == 0
+    end = read_log(ccm_home, sid)[-1]
+    st = read_status(ccm_home, sid)
+    assert st["state"] == "ended"
+    if after == "nothing":
+        assert (end["error"], end["last_assistant_message"]) == ("invalid_request", "API Error: 400 x")
+        assert st["error"] == "invalid_request: API Error: 400 x"
+    else:  # the error belonged to an earlier turn
+        assert "error" not in end and st["error"] is None
+
+
+def test_a_session_ending_between_turns_never_reads_its_transcript(ccm_home: Path, tmp_path: Path) -> None:
+    start = payload("SessionStart__startup_p", transcript_path=_transcript(tmp_path, API_ERROR))
+    sid = start["session_id"]
+    for data in (start, payload("SessionEnd__other_p", session_id=sid)):  # idle (starting): no turn open
+        assert run_hook(data).returncode == 0
+    assert "error" not in read_log(ccm_home, sid)[-1]

@@ -19,7 +19,7 @@ from typing import Any
 
 # sha256 of each schema with its "description"s removed (descriptions do not change what is valid).
 SCHEMA_FINGERPRINTS = {
-    "event.schema.json": "bfa44eb72cc78c2a58c51a418f4fdf083f6d0ec7e29d3ae85b1203fca722ab6b",
+    "event.schema.json": "e9ec94126a05c8910b83434a0f104eb99ddfc86794fb33a4680bd507765dbb21",
     "status.schema.json": "4a5a9df162905d38a82b64533de1ad36aa3d011e97f41dd4f3758b7318b929f3",
 }
 
@@ -34,11 +34,11 @@ ONLY_ON = {
     "ok": {"PostToolUse", "PostToolUseFailure"},
     "duration_ms": {"PostToolUse", "PostToolUseFailure"},
     "interrupted": {"PostToolUse", "PostToolUseFailure"},
-    "error": {"PostToolUseFailure", "StopFailure"},
+    "error": {"PostToolUseFailure", "StopFailure", "SessionEnd"},
     "prompt": {"UserPromptSubmit"},
     "notification_type": {"Notification"},
     "message": {"Notification"},
-    "last_assistant_message": {"Stop", "SubagentStop", "StopFailure"},
+    "last_assistant_message": {"Stop", "SubagentStop", "StopFailure", "SessionEnd"},
     "stop_hook_active": {"Stop", "SubagentStop", "StopFailure"},
     "source": {"SessionStart"},
     "model": {"SessionStart"},
