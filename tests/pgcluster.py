@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -49,6 +50,17 @@ def _unavailable(message: str) -> pytest.OutcomeException:
     if os.environ.get("CI"):
         return pytest.fail.Exception(message, pytrace=False)
     return pytest.skip.Exception(message)
+
+
+def import_psycopg() -> ModuleType:
+    """psycopg for a test module: a missing [fleet] extra skips the module locally, fails it in CI."""
+    if os.environ.get("CI"):
+        import psycopg
+
+        return psycopg
+    return pytest.importorskip(
+        "psycopg", reason="the fleet extra is not installed: pip install -e '.[fleet]'"
+    )
 
 
 def find_bindir() -> str | None:

@@ -5,26 +5,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 
 from ccm_agentd.fleet import claiming, migrations
 from ccm_hooks.statedir.fleetconf import FleetSettings
-from tests.pgcluster import PgCluster
+from tests.pgcluster import PgCluster, import_psycopg
+
+psycopg = import_psycopg()
 
 
 @pytest.fixture
-def db(pg_cluster: PgCluster, pg_dsn: str) -> Iterator[str]:
-    """A migrated database with machine roles for systems a and b, and a reader role."""
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        migrations.migrate(conn)
-        conn.execute("SELECT ccm.create_machine_role('a'), ccm.create_machine_role('b')")
-        conn.execute("DO $$ BEGIN CREATE ROLE dash LOGIN IN ROLE ccm_reader; "
-                     "EXCEPTION WHEN duplicate_object THEN NULL; END $$")  # fmt: skip
-    yield pg_dsn
+def db(fleet_db: str) -> str:
+    """A migrated database with machine roles for systems a and b, and a reader role dash."""
+    return fleet_db
 
 
 def connect(pg_cluster: PgCluster, dsn: str, user: str = "postgres") -> psycopg.Connection[Any]:
