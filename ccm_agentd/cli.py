@@ -40,9 +40,9 @@ def status(
     """Is a daemon running for this state dir, and how is it doing (from its health file)."""
 
     def call() -> int:
-        from ccm_agentd import daemon
+        from ccm_agentd import statuscmd
 
-        return daemon.status_cmd(as_json)
+        return statuscmd.status_cmd(as_json)
 
     raise typer.Exit(run_command(call, prog="ccm-agentd"))
 

@@ -1,142 +1,95 @@
-"""``ccm-agentd run``: watch the state dir and act on it; ``ccm-agentd status``: read its health file.
+"""``ccm-agentd run``: watch the state dir and act on it.
 
-One loop, one thread. It sleeps in ``select`` on the inotify descriptor (watchfiles elsewhere) and a
-signal wake-up pipe, with a timeout that is the nearest thing it has promised to do (a retry, a resume,
-a heartbeat) or a slow rescan, because watchers drop events. Everything it must remember is in files: the
-queue, and the session logs (``ccm.delivery``, ``ccm.state``), so a restart or a kill -9 loses nothing and
-repeats nothing. Layout and records: spec/agentd.md.
+One loop, one thread. It sleeps in ``select`` on the file watcher (inotify, or watchfiles behind a pipe),
+a signal wake-up pipe and the descriptors of its jobs, with a timeout that is the nearest thing it has
+promised to do (a session's timer, a job's, the heartbeat) or the periodic rescan, because watchers drop
+events. Work per wake-up is proportional to what changed: the watcher names the status files that changed
+and only those sessions are read and acted on; each session's next look without a change (a retry, a
+resume, a liveness check) is a timer; the rescan stats every status file and reads only the ones that moved.
+Everything it must remember is in files (the queue, the session logs' ``ccm.delivery`` and ``ccm.state``
+records), so a restart or a kill -9 loses nothing and repeats nothing. spec/agentd.md.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
-import logging.handlers
 import os
 import random
 import select
 import signal
-import sys
 import time
 from typing import Any
 
-from ccm_agentd import delivery, liveness, notify, panes, sdnotify
-from ccm_agentd.metrics import Metrics
-from ccm_hooks import fileio, paths, record, store
+from ccm_agentd import delivery, health, liveness, notify, panes, sdnotify
+from ccm_agentd.jobs import Job, Notify, Wake
+from ccm_agentd.sessions import QueueView, SessionCache, Timers, sid_of
+from ccm_hooks import paths, store
 from ccm_hooks.errors import CcmError
-from ccm_hooks.statedir import config, reader, sendqueue
-from ccm_hooks.statedir.fswatch import DirWatcher
-from ccm_hooks.statedir.timefmt import format_age, parse_ts
+from ccm_hooks.statedir import agentd_settings, config, sendqueue
+from ccm_hooks.statedir.fswatch import Changes, DirWatcher
+from ccm_hooks.statedir.timefmt import parse_ts
 
 log = logging.getLogger("ccm_agentd")
 
-RESCAN_S = 30.0  # watchers can drop events: look at everything this often anyway
-HEARTBEAT_S = 15.0  # health.json; handlers treat the daemon as gone when it is older than 90 s
-LIVENESS_S = 10.0  # how often one session is checked for being lost
+RESCAN_S = 30.0  # watchers can drop events: stat everything this often anyway
 NOTIFY_GRACE_S = 60.0  # at start, transitions older than this are history, not news
-STATES = ("starting", "processing", "working", "waiting", "idle", "error", "ended", "stalled", "rate_limited")
-
-
-def agentd_dir(root: str) -> str:
-    return os.path.dirname(paths.agentd_health_path(root))
+NOTIFIED_KINDS = {"error": "error", "stalled": "stalled", "rate_limited": "rate_limited"}
 
 
 def lock_path(root: str) -> str:
-    return os.path.join(agentd_dir(root), "agentd.lock")
-
-
-def _config(root: str) -> dict[str, Any]:
-    try:
-        table = config.read_config(root).get("agentd", {})
-    except CcmError as exc:
-        log.error("using the defaults: %s", exc)
-        return {}
-    return table if isinstance(table, dict) else {}
-
-
-def by_state(statuses: list[dict[str, Any]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for st in statuses:
-        counts[str(st.get("state"))] = counts.get(str(st.get("state")), 0) + 1
-    return counts
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, rec: logging.LogRecord) -> str:
-        entry = {"ts": record.iso_utc(rec.created), "level": rec.levelname.lower(), "logger": rec.name,
-                 "msg": rec.getMessage()}  # fmt: skip
-        if rec.exc_info:
-            entry["error"] = self.formatException(rec.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def setup_logging(root: str) -> None:
-    handler = logging.handlers.RotatingFileHandler(
-        os.path.join(paths.log_dir(root), "agentd.log"), maxBytes=5 << 20, backupCount=3, encoding="utf-8"
-    )
-    handler.setFormatter(JsonFormatter())
-    top = logging.getLogger("ccm_agentd")
-    top.handlers[:] = [handler]
-    top.setLevel(logging.DEBUG if os.environ.get("CCM_AGENTD_DEBUG") else logging.INFO)
-    if sys.stderr.isatty():
-        console = logging.StreamHandler()
-        console.setFormatter(logging.Formatter("ccm-agentd: %(message)s"))
-        console.setLevel(logging.INFO)
-        top.addHandler(console)
+    return os.path.join(health.agentd_dir(root), "agentd.lock")
 
 
 class Daemon:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, jobs: list[Job] | None = None) -> None:
         self.root = root
         self.started = time.time()
         self.stop = False
         self.reload = True
         self.tmux = panes.Tmux()
         self.counts: dict[str, int] = {}
+        self.cache = SessionCache(root)
+        self.queue = QueueView(root)
+        self.timers = Timers()
         self.deliverer = delivery.Deliverer(root, self.tmux, self.counts)
-        self.metrics = Metrics()
+        self.settings = agentd_settings.AgentdSettings()
         self.notifier: notify.Notifier | None = None
-        self.cfg = liveness.Config()
-        self.waiting_notify_s = 120.0
-        self.liveness_s = LIVENESS_S
+        self.health = health.Health(root, self.started)
+        self.jobs: list[Job] = (
+            list(jobs) if jobs is not None else default_jobs(root, self.tmux, self.job_notify)
+        )
+        self.job_due: dict[str, float | None] = {}
         self.last_checked: dict[str, float] = {}
         self.jitter: dict[str, float] = {}  # resume item id -> its jitter, drawn once
-        self.resume_prompt = "continue"
-        self.next_heartbeat = 0.0
+        self.next_rescan = 0.0
         self.lag_ms = 0.0
-        self.last_statuses: list[dict[str, Any]] = []
+
+    # --- configuration --------------------------------------------------------------------------------
 
     def load_config(self) -> None:
-        table = _config(self.root)
-        num = {
-            k: float(v) for k, v in table.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
-        self.cfg = liveness.Config(
-            stall_after_s=num.get("stall_after_s", 600.0),
-            rate_limit_wait_s=num.get("rate_limit_wait_s", 3600.0),
-            rate_limit_jitter_s=num.get("rate_limit_jitter_s", 60.0),
-        )
-        self.waiting_notify_s = num.get("waiting_notify_after_s", 120.0)
-        self.liveness_s = num.get("liveness_s", LIVENESS_S)
-        # Typed with send-keys -l: one line, or its newlines would submit it in pieces.
-        prompt = table.get("resume_prompt")
-        one_line = isinstance(prompt, str) and prompt.strip() and "\n" not in prompt.strip()
-        self.resume_prompt = str(prompt).strip() if one_line else "continue"
-        commands = table.get("notify_commands")
-        commands = [c for c in commands if isinstance(c, str)] if isinstance(commands, list) else None
-        desktop = table.get("notify_desktop", True) is not False
-        timeout = num.get("notify_timeout_s", 10.0)
+        try:
+            data = config.read_config(self.root)
+        except CcmError as exc:
+            log.error("config.toml: %s; using the defaults", exc)
+            data = {}
+        s = self.settings = agentd_settings.parse(data.get("agentd"))
+        for error in s.errors:
+            log.error("config.toml: %s; using its default", error)
+        liveness_cfg = liveness.Config(s.stall_after_s, s.rate_limit_wait_s, s.rate_limit_jitter_s)
+        self.liveness_cfg = liveness_cfg
         if self.notifier is None:
-            self.notifier = notify.Notifier(self.root, commands, desktop=desktop, timeout=timeout)
-        else:  # in place: running notifiers, counters and the dedupe set survive a reload
-            self.notifier.configure(commands, desktop=desktop, timeout=timeout)
-        loaded = {
-            **vars(self.cfg),
-            "waiting_notify_after_s": self.waiting_notify_s,
-            "resume_prompt": self.resume_prompt,
-        }
-        log.info("config loaded: %s", loaded)
+            self.notifier = notify.Notifier(
+                self.root, s.notify_commands, desktop=s.notify_desktop, timeout=s.notify_timeout_s
+            )
+        else:  # in place: running notifiers, counters and what was notified survive a reload
+            self.notifier.configure(s.notify_commands, desktop=s.notify_desktop, timeout=s.notify_timeout_s)
+        self.health.config_errors = list(s.errors)
+        self.health.notifier = self.notifier.describe()
+        for job in self.jobs:
+            table = data.get(job.name)
+            job.configure(table if isinstance(table, dict) else {})
+        log.info("config loaded: %s; notifications go to %s", _shown(s), self.notifier.describe())
 
     # --- the loop -------------------------------------------------------------------------------------
 
@@ -146,42 +99,56 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
-        watched = [paths.status_dir(self.root), paths.events_dir(self.root), sendqueue.queue_dir(self.root)]
+        watched = [paths.status_dir(self.root), sendqueue.queue_dir(self.root)]
+        for job in self.jobs:
+            for directory in job.dirs():
+                paths.ensure_dir(directory)
+                watched.append(directory)
         with DirWatcher(watched) as watcher:
-            self._startup(watcher.backend)
-            sdnotify.ready()
+            log.info(
+                "started: pid %d, state dir %s, watching with %s", os.getpid(), self.root, watcher.backend
+            )
             ping = sdnotify.watchdog_interval()
             next_ping = time.monotonic()
+            ready_jobs: set[str] = set()
+            first = True
             while not self.stop:
                 if self.reload:
-                    first = self.notifier is None
                     self.reload = False
                     if not first:
                         sdnotify.reloading()
                     self.load_config()
                     if not first:
                         sdnotify.ready()
-                due = self.tick()
+                due = self.step(watcher.take(), ready_jobs, startup=first)
+                if first:
+                    sdnotify.ready()
+                    first = False
                 mono = time.monotonic()
                 if ping and mono >= next_ping:
                     sdnotify.watchdog()
                     next_ping = mono + ping
-                timeout = min(RESCAN_S, self.liveness_s, due - time.time(), self.next_heartbeat - time.time())
+                timeout = due - time.time()
                 if ping:
                     timeout = min(timeout, next_ping - mono)
                 if self.notifier is not None and self.notifier.running:
                     timeout = min(timeout, 0.5)  # reap finished notifiers, kill ones past their timeout
-                self._wait(watcher, wake_r, max(0.0, timeout))
+                ready_jobs = self._wait(watcher, wake_r, max(0.0, timeout))
         sdnotify.stopping()
-        self._write_health("stopped")
+        self.health.write("stopped", self._health_facts())
         if self.notifier is not None:
             self.notifier.close()
+        for job in self.jobs:
+            job.close()
         log.info("stopped")
 
-    def _wait(self, watcher: DirWatcher, wake_r: int, timeout: float) -> None:
+    def _wait(self, watcher: DirWatcher, wake_r: int, timeout: float) -> set[str]:
+        """Sleep until a file changes, a signal, a job's descriptor, or ``timeout``; the jobs that woke it."""
         fd = watcher.fileno()
+        job_fds = {job.name: job.fileno() for job in self.jobs}
+        fds = [fd, wake_r, *(f for f in job_fds.values() if f is not None)]
         expected = time.monotonic() + timeout
-        ready, _, _ = select.select([fd, wake_r], [], [], timeout)
+        ready, _, _ = select.select(fds, [], [], timeout)
         if fd in ready:
             watcher.wait(0)
         if wake_r in ready:
@@ -191,6 +158,7 @@ class Daemon:
                 pass
         # Loop lag: how late we woke for a timeout (an early wake-up by an event is no lag).
         self.lag_ms = max(0.0, (time.monotonic() - expected) * 1000.0)
+        return {name for name, f in job_fds.items() if f is not None and f in ready}
 
     def _on_stop(self, signum: int, frame: object) -> None:
         self.stop = True
@@ -198,53 +166,107 @@ class Daemon:
     def _on_hup(self, signum: int, frame: object) -> None:
         self.reload = True
 
-    def _startup(self, backend: str) -> None:
-        for st in reader.load_statuses(self.root):
-            if st.get("state") != "ended" and st.get("tmux_pane"):
-                self.deliverer.load(str(st.get("session_id")))
-        log.info("started: pid %d, state dir %s, watching with %s", os.getpid(), self.root, backend)
+    # --- one wake-up ----------------------------------------------------------------------------------
 
-    # --- one pass over every session ------------------------------------------------------------------
-
-    def tick(self) -> float:
-        """Act on every session once. Returns when the next timed action is due (epoch seconds)."""
+    def step(self, changes: Changes, ready_jobs: set[str] | None = None, startup: bool = False) -> float:
+        """Act on what changed and on what is due. Returns when the loop must wake at the latest."""
         now = time.time()
-        due = now + RESCAN_S
-        statuses = reader.load_statuses(self.root)
-        queued = sendqueue.pending(self.root)
-        for st in statuses:
+        status_dir, queue_dir = paths.status_dir(self.root), sendqueue.queue_dir(self.root)
+        rescan = startup or changes.overflow or now >= self.next_rescan
+        if rescan:
+            changed = self.cache.rescan()
+            queued = self.queue.reload()
+            self.next_rescan = now + RESCAN_S
+        else:
+            names = changes.names.get(status_dir, set())
+            changed = self.cache.refresh({sid for sid in map(sid_of, names) if sid is not None})
+            queued = self.queue.reload() if changes.names.get(queue_dir) else set()
+        todo = changed | queued | set(self.timers.pop_due(now))
+        if startup:
+            todo |= set(self.cache.statuses)
+        for sid in todo:
             try:
-                st = self._liveness(st, now) or st
-                when = self._deliver(st, queued, now)
-                if when is not None:
-                    due = min(due, when)
-                self._notify(st, now)
+                self._act(sid, now)
             except Exception:
-                log.exception("session %s: unexpected error", st.get("session_id"))
+                log.exception("session %s: unexpected error", sid)
+        self._wake_jobs(now, changes, frozenset(changed), ready_jobs or set(), rescan)
         if self.notifier is not None:
             self.notifier.reap()
-        self.last_statuses = statuses
-        if now >= self.next_heartbeat:
-            self._write_health("running")
-            self._write_metrics(statuses, len(queued))
-            self.next_heartbeat = now + HEARTBEAT_S
-        return min(due, self.next_heartbeat)
+        due = [now + RESCAN_S, self.next_rescan, self.timers.next_due()]
+        due += list(self.job_due.values())
+        if now >= self.health.next_heartbeat:
+            self._heartbeat(now)
+        due.append(self.health.next_heartbeat)
+        return min(d for d in due if d is not None)
+
+    def _wake_jobs(
+        self, now: float, changes: Changes, changed: frozenset[str], ready: set[str], rescan: bool
+    ) -> None:
+        for job in self.jobs:
+            names = {d: frozenset(changes.names.get(d, ())) for d in job.dirs()}
+            due = self.job_due.get(job.name)
+            timely = due is not None and now >= due
+            if not (rescan or changed or timely or job.name in ready or any(names.values())):
+                continue
+            try:
+                self.job_due[job.name] = job.wake(Wake(now, self.cache.statuses, changed, names, rescan))
+            except Exception:
+                log.exception("job %s: unexpected error", job.name)
+                self.job_due[job.name] = now + RESCAN_S  # try again later, not in a tight loop
+
+    def _act(self, sid: str, now: float) -> None:
+        """Everything the daemon does for one session: liveness, typing, notifying; then its next timer."""
+        st = self.cache.get(sid)
+        if st is None:  # its status file is gone (pruned)
+            self.timers.set(sid, None)
+            self.deliverer.forget(sid)
+            self.last_checked.pop(sid, None)
+            return
+        changed = self._liveness(st, now)
+        if changed is not None:
+            st = changed
+            self.cache.put(sid, st)
+        when = self._deliver(st, now)
+        self._notify(st, now)
+        self.timers.set(sid, _earliest(when, self._next_look(st, now)))
+
+    def _next_look(self, st: dict[str, Any], now: float) -> float | None:
+        """When this session needs a look even if nothing changes: liveness, a stall, a wait to notify."""
+        state = st.get("state")
+        if state == "ended":
+            return None
+        sid = str(st.get("session_id"))
+        due = self.last_checked.get(sid, now) + self.settings.liveness_s
+        updated = parse_ts(st.get("updated_at")) or now
+        if state in liveness.BUSY:
+            due = min(due, updated + self.settings.stall_after_s)
+        if state == "waiting":
+            since = parse_ts(st.get("state_since")) or now
+            notify_at = since + self.settings.waiting_notify_after_s
+            if notify_at > now:
+                due = min(due, notify_at)
+        return max(due, now + 0.05)
 
     def _liveness(self, st: dict[str, Any], now: float) -> dict[str, Any] | None:
         sid = str(st.get("session_id"))
         state = st.get("state")
         if state == "ended":
             return None
+        cfg = self.liveness_cfg
         busy_overdue = (
-            state in liveness.BUSY and now - (parse_ts(st.get("updated_at")) or now) >= self.cfg.stall_after_s
+            state in liveness.BUSY and now - (parse_ts(st.get("updated_at")) or now) >= cfg.stall_after_s
         )
         limited = liveness.is_rate_limit(st)
-        if not busy_overdue and not limited and now - self.last_checked.get(sid, 0) < self.liveness_s:
+        if (
+            not busy_overdue
+            and not limited
+            and now - self.last_checked.get(sid, 0) < self.settings.liveness_s
+        ):
             return None
         self.last_checked[sid] = now
         if state not in liveness.LOOKED_AT and panes.pid_alive(st.get("claude_pid")) and not limited:
             return None  # claude still runs: not lost, and neither busy nor stalled: nothing to look at
-        change = liveness.check(st, self.tmux, self.cfg, now)
+        change = liveness.check(st, self.tmux, cfg, now)
         if change is None or change.get("state") == state:
             return None
         new = store.append_ccm(self.root, sid, "ccm.state", {"set_state": change}, expect_seq=st.get("seq"))
@@ -253,18 +275,19 @@ class Daemon:
             self.counts[f"state_{change['state']}"] = self.counts.get(f"state_{change['state']}", 0) + 1
         return new
 
-    def _deliver(self, st: dict[str, Any], queued: list[dict[str, Any]], now: float) -> float | None:
-        items = self.deliverer.items_for(st, queued)
+    def _deliver(self, st: dict[str, Any], now: float) -> float | None:
+        sid = str(st.get("session_id"))
+        items = self.deliverer.items_for(st, self.queue.items(sid))
         if st.get("state") == "rate_limited":
             item = delivery.Item(
-                f"resume-{st.get('state_since')}", str(st.get("session_id")), self.resume_prompt, "resume"
+                f"resume-{st.get('state_since')}", sid, self.settings.resume_prompt, "resume"
             )
-            jitter = self.jitter.setdefault(item.id, random.uniform(0, self.cfg.rate_limit_jitter_s))
+            jitter = self.jitter.setdefault(item.id, random.uniform(0, self.liveness_cfg.rate_limit_jitter_s))
             resume = liveness.resume_due(st, jitter)
             if resume is not None and now < resume:
                 return resume
             items.append(item)
-        return self.deliverer.step(st, items, now)
+        return self.deliverer.step(st, items, now, expire_s=self.settings.queue_expiry_s)
 
     def _notify(self, st: dict[str, Any], now: float) -> None:
         if self.notifier is None:
@@ -273,73 +296,85 @@ class Daemon:
         since = parse_ts(st.get("state_since")) or now
         if since < self.started - NOTIFY_GRACE_S:
             return  # history: do not page anyone for what happened before we started
-        kind = {"error": "error", "stalled": "stalled", "rate_limited": "rate_limited"}.get(str(state))
-        if state == "waiting" and now - since >= self.waiting_notify_s:
+        kind = NOTIFIED_KINDS.get(str(state))
+        sid = str(st.get("session_id"))
+        if state == "ended" and st.get("error") and self.notifier.last_kind(sid) != "error":
+            kind = "error"  # its last turn failed as it ended (claude -p): the error was not seen as a state
+        if state == "waiting" and now - since >= self.settings.waiting_notify_after_s:
             kind = "needs_human"
         elif state == "idle" and not (st.get("watch") or {}).get("handoff"):
             kind = "finished"
+            if liveness.is_headless(st) and not self.settings.notify_headless:
+                return  # `claude -p` runs end by themselves; a script that started them knows
         if kind is None:
             return
-        sid = str(st.get("session_id"))
-        reason = st.get("reason") or st.get("last_assistant_message")
+        reason = st.get("error") if kind == "error" else st.get("reason") or st.get("last_assistant_message")
         n = notify.Notification(
             kind=kind, session_id=sid, state=str(state), since=str(st.get("state_since")),
             project=st.get("project"), reason=None if reason is None else str(reason)[:500],
             tmux_pane=st.get("tmux_pane"), tmux_socket=st.get("tmux_socket"),
             summary=f"ccm: {sid[:8]} {kind.replace('_', ' ')}: {str(reason or state)[:120]}",
         )  # fmt: skip
-        self.notifier.send(n)
+        if self.notifier.send(n):
+            log.info("notified %s for %s: %s", kind, sid[:8], n.summary)
+
+    def job_notify(
+        self, kind: str, subject: str, summary: str, *, since: str, state: str = "",
+        project: str | None = None, reason: str | None = None, tmux_pane: str | None = None,
+        tmux_socket: str | None = None,
+    ) -> None:  # fmt: skip
+        """The ``Notify`` jobs get (jobs.py): ``subject`` is what is deduplicated on (``task:<id>``)."""
+        if self.notifier is None:
+            return
+        n = notify.Notification(kind, subject, state, since, project, reason, tmux_pane, tmux_socket, summary)
+        if self.notifier.send(n):
+            log.info("notified %s for %s: %s", kind, subject, summary)
 
     # --- health and metrics ---------------------------------------------------------------------------
 
-    def _write_health(self, state: str) -> None:
-        health = {
-            "v": 1, "pid": os.getpid(), "state": state, "started_at": record.iso_utc(self.started),
-            "heartbeat_at": record.iso_utc(time.time()), "state_dir": self.root,
-            "sessions": by_state(self.last_statuses), "deliveries": dict(self.counts),
+    def _health_facts(self) -> dict[str, Any]:
+        return {
+            "sessions": health.by_state(self.cache.statuses.values()),
+            "deliveries": dict(self.counts),
             "loop_lag_ms": round(self.lag_ms, 1),
-        }  # fmt: skip
-        paths.ensure_dir(agentd_dir(self.root))
-        fileio.atomic_write(paths.agentd_health_path(self.root), fileio.encode_line(health))
+            "queue": self.deliverer.queue_report(self.queue.by_session),
+            "screens": self.deliverer.screen_report(),
+            "jobs": {job.name: job.health() for job in self.jobs},
+        }
 
-    def _counter(self, name: str, total: int, labels: dict[str, str] | None, help: str) -> None:
-        """Feed a Prometheus counter from one of our running totals."""
-        current = self.metrics.value(name, labels) or 0.0
-        self.metrics.inc(name, max(0.0, total - current), labels, help=help)
+    def _heartbeat(self, now: float) -> None:
+        facts = self._health_facts()
+        self.health.write("running", facts)
+        self.health.write_metrics(self.cache.statuses.values(), len(self.queue), self.counts, self.notifier,
+                                  self.lag_ms, self.jobs)  # fmt: skip
+        self.health.next_heartbeat = now + self.settings.heartbeat_s
 
-    def _write_metrics(self, statuses: list[dict[str, Any]], pending: int) -> None:
-        m = self.metrics
-        m.clear_gauge("ccm_sessions")
-        for state, n in {**dict.fromkeys(STATES, 0), **by_state(statuses)}.items():
-            m.set_gauge("ccm_sessions", n, {"state": state}, help="Sessions by state.")
-        m.set_gauge("ccm_queue_pending", pending, help="Queued prompts not yet delivered.")
-        for outcome in ("typed", "delivered", "retry", "unconfirmed", "failed"):
-            self._counter("ccm_deliveries_total", self.counts.get(outcome, 0), {"outcome": outcome},
-                          "Delivery steps by outcome.")  # fmt: skip
-        continues = sum(int((st.get("watch") or {}).get("continues") or 0) for st in statuses)
-        m.set_gauge(
-            "ccm_watch_continues", continues, help="Auto-continues in the current runs of all sessions."
-        )
-        self._counter(
-            "ccm_stalls_total", self.counts.get("state_stalled", 0), None, "Sessions marked stalled."
-        )
-        if self.notifier is not None:
-            for outcome in ("sent", "failed", "deduped"):
-                total = getattr(self.notifier, outcome, 0)
-                self._counter(
-                    "ccm_notifications_total", total, {"outcome": outcome}, "Notifications by outcome."
-                )
-        m.set_gauge("ccm_agentd_loop_lag_seconds", self.lag_ms / 1000.0, help="How late the loop last woke.")
-        m.set_gauge("ccm_agentd_heartbeat_timestamp_seconds", time.time(), help="Last heartbeat.")
-        m.write(os.path.join(agentd_dir(self.root), "metrics.prom"))
+
+def default_jobs(root: str, tmux: panes.Tmux, notify: Notify) -> list[Job]:
+    """The jobs every daemon runs, each importing only what it needs (the fleet only when configured:
+    its job checks `[fleet]` itself and stays idle without it). Jobs register here, one line each."""
+    jobs: list[Job] = []
+    return jobs
+
+
+def _earliest(*times: float | None) -> float | None:
+    present = [t for t in times if t is not None]
+    return min(present) if present else None
+
+
+def _shown(s: agentd_settings.AgentdSettings) -> dict[str, Any]:
+    """The settings for the log line: no notify commands (they may hold tokens)."""
+    shown = {k: v for k, v in vars(s).items() if k not in ("errors", "notify_commands")}
+    shown["notify_commands"] = len(s.notify_commands)
+    return shown
 
 
 def run_cmd() -> int:
     root = paths.state_dir()
     paths.ensure_layout(root)
-    paths.ensure_dir(agentd_dir(root))
+    paths.ensure_dir(health.agentd_dir(root))
     paths.ensure_dir(sendqueue.queue_dir(root))
-    fd = os.open(lock_path(root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, paths.FILE_MODE)
+    fd = os.open(lock_path(root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, paths.FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -348,9 +383,12 @@ def run_cmd() -> int:
         raise CcmError(
             f"another ccm-agentd (pid {other or '?'}) runs for {root}; `ccm-agentd status` shows it"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    setup_logging(root)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:  # a full disk: the lock still works, only the pid in it is missing
+        log.warning("cannot write the pid into %s: %s", lock_path(root), exc)
+    health.setup_logging(root)
     try:
         Daemon(root).run()
     except Exception:
@@ -361,42 +399,17 @@ def run_cmd() -> int:
     return 0
 
 
-def status_cmd(as_json: bool) -> int:
-    root = paths.state_dir()
+def lock_held(root: str) -> bool:
     try:
-        health = fileio.read_json(paths.agentd_health_path(root))
-    except (OSError, ValueError):
-        health = None
-    running = _lock_held(root)
-    if as_json:
-        print(json.dumps({"running": running, "health": health}, indent=2))
-        return 0 if running else 1
-    if not running:
-        raise CcmError(
-            f"ccm-agentd is not running for {root}; start it: ccm-agentd run (or ccm-agentd install-service)"
-        )
-    if not isinstance(health, dict):
-        print(f"ccm-agentd is running for {root} (no heartbeat yet)")
-        return 0
-    age = time.time() - (parse_ts(health.get("heartbeat_at")) or 0)
-    sessions = ", ".join(f"{n} {s}" for s, n in sorted((health.get("sessions") or {}).items()))
-    print(f"ccm-agentd running (pid {health.get('pid')}) for {root}; heartbeat {format_age(age)} ago")
-    deliveries = health.get("deliveries") or {}
-    print(
-        f"sessions: {sessions or 'none'}; deliveries: {deliveries}; loop lag {health.get('loop_lag_ms')} ms"
-    )
-    return 0
-
-
-def _lock_held(root: str) -> bool:
-    try:
-        fd = os.open(lock_path(root), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = os.open(lock_path(root), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
+    except OSError:
+        return False
     finally:
         os.close(fd)
     return False

@@ -22,6 +22,7 @@ loses an item nor types one twice.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,12 +42,18 @@ BACKOFF_S = (2.0, 5.0, 15.0, 30.0, 60.0)  # before attempts 2, 3, ...; past the 
 FINAL = ("delivered", "unconfirmed", "failed")
 
 
+HISTORY_MARGIN_S = 300.0  # a session's log is read from this long before its oldest pending item
+
+
 @dataclass(frozen=True)
 class Item:
     id: str
     session_id: str
     text: str
     kind: str  # queued | handoff | resume
+    created: str = (
+        ""  # ts of the item (its queue file, the handoff decision, the limit): where its records start
+    )
 
 
 @dataclass
@@ -103,37 +110,71 @@ class Deliverer:
         self.tmux = tmux
         self.histories: dict[str, History] = {}
         self.counts = counts if counts is not None else {}  # outcome -> number, for metrics
+        self.why: dict[str, tuple[str, str]] = {}  # item id -> (session, why it is not typed yet)
+        self.unknown_screens: dict[str, str] = {}  # pane -> why nothing was typed into it
 
-    def load(self, sid: str) -> None:
-        """Read a session's log now (at startup: to find items typed before a restart)."""
-        self.history(sid)
+    def forget(self, sid: str) -> None:
+        """The session is gone: drop what was read of its log."""
+        self.histories.pop(sid, None)
+        for item_id in [i for i, (s, _) in self.why.items() if s == sid]:
+            del self.why[item_id]
 
-    def history(self, sid: str) -> History:
+    def history(self, sid: str, since: str = "") -> History:
+        """The delivery records of a session's log, read from shortly before ``since`` (the oldest pending
+        item) the first time, then incrementally: never the whole history of a long-lived session."""
         h = self.histories.get(sid)
         if h is None:
-            h = self.histories[sid] = History(reader.LogTail(paths.events_path(self.root, sid)))
+            path = paths.events_path(self.root, sid)
+            start = parse_ts(since)
+            offset = offset_of_time(path, start - HISTORY_MARGIN_S) if start is not None else 0
+            h = self.histories[sid] = History(reader.LogTail(path, offset))
         h.update()
         return h
+
+    def queue_report(self, by_session: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+        """Each pending queued item: its session, attempts so far, and why it is not typed yet."""
+        out: dict[str, dict[str, Any]] = {}
+        for sid, items in by_session.items():
+            tracks = self.histories[sid].tracks if sid in self.histories else {}
+            for item in items:
+                track = tracks.get(str(item.get("id")))
+                out[str(item.get("id"))] = {
+                    "session": sid,
+                    "created_at": item.get("created_at"),
+                    "attempts": track.attempts if track else 0,
+                    "waiting": self.why.get(str(item.get("id")), (sid, "not looked at yet"))[1],
+                }
+        return out
+
+    def screen_report(self) -> dict[str, str]:
+        """Panes whose screen the daemon did not recognise, and what it did about it (typed nothing)."""
+        return dict(self.unknown_screens)
 
     def items_for(self, status: dict[str, Any], queued: list[dict[str, Any]]) -> list[Item]:
         """What is waiting to be typed into this session, in order: a person's queued prompts first."""
         sid = str(status.get("session_id"))
-        items = [Item(q["id"], sid, q["text"], "queued") for q in queued if q.get("session_id") == sid]
+        items = [
+            Item(q["id"], sid, q["text"], "queued", str(q.get("created_at") or ""))
+            for q in queued
+            if q.get("session_id") == sid
+        ]
         handoff = (status.get("watch") or {}).get("handoff")
         if isinstance(handoff, dict) and isinstance(handoff.get("prompt"), str):
-            items.append(
-                Item(f"handoff-{handoff.get('turn')}-{handoff.get('ts')}", sid, handoff["prompt"], "handoff")
-            )
+            item_id = f"handoff-{handoff.get('turn')}-{handoff.get('ts')}"
+            items.append(Item(item_id, sid, handoff["prompt"], "handoff", str(handoff.get("ts") or "")))
         return items
 
     def step(
-        self, status: dict[str, Any], items: list[Item], now: float, extra_ready: bool = False
-    ) -> float | None:
+        self, status: dict[str, Any], items: list[Item], now: float, extra_ready: bool = False,
+        expire_s: float | None = None,
+    ) -> float | None:  # fmt: skip
         """Advance this session's deliveries. Returns when to look again (epoch seconds), or None."""
         sid = str(status.get("session_id"))
         if not items and sid not in self.histories:
             return None  # nothing pending, nothing typed that is not settled: no need to read its log
-        history = self.history(sid)
+        history = self.history(sid, min((i.created for i in items if i.created), default=""))
+        if expire_s is not None:
+            items = self._expire(status, items, history, now, expire_s)
         # One item at a time per session: a typed one is settled before anything else is typed. It may no
         # longer be pending (a handoff is consumed by the UserPromptSubmit that confirms it).
         for track in history.tracks.values():
@@ -157,6 +198,24 @@ class Deliverer:
             return self._try_type(status, item, track.attempts + 1, now, extra_ready)
         return None
 
+    def _expire(
+        self, status: dict[str, Any], items: list[Item], history: History, now: float, expire_s: float
+    ) -> list[Item]:
+        """Queued items older than ``expire_s`` that are not being typed fail as expired."""
+        keep = []
+        for item in items:
+            created = parse_ts(item.created)
+            track = history.tracks.get(item.id)
+            typing = track is not None and track.outcome == "typing"
+            if item.kind == "queued" and created is not None and now - created > expire_s and not typing:
+                attempts = track.attempts if track else 0
+                why = self.why.get(item.id, (item.session_id, "never idle"))[1]
+                self._record(status, item, attempts, "failed", f"expired after {int(expire_s)} s: {why}")
+                self._finish(item)
+            else:
+                keep.append(item)
+        return keep
+
     # --- typing ---------------------------------------------------------------------------------------
 
     def pane_is_idle(self, status: dict[str, Any]) -> tuple[bool, str]:
@@ -178,8 +237,10 @@ class Deliverer:
     ) -> float | None:
         wanted = "rate_limited" if item.kind == "resume" else "idle"
         if status.get("state") != wanted and not extra_ready:
+            self.why[item.id] = (item.session_id, f"the session is {status.get('state')}, not {wanted}")
             return None  # the next status change wakes us
         ok, why = self.pane_is_idle(status)
+        self.why[item.id] = (item.session_id, why or "typing")
         if not ok:
             log.debug("not typing %s into %s: %s", item.id, item.session_id[:8], why)
             if not status.get("tmux_pane"):
@@ -278,5 +339,37 @@ class Deliverer:
         return new
 
     def _finish(self, item: Item) -> None:
+        self.why.pop(item.id, None)
         if item.kind == "queued":
             sendqueue.finish(self.root, item.id)
+
+
+def offset_of_time(path: str, since: float, chunk: int = 1 << 16) -> int:
+    """A byte offset in a JSONL log at or before the first record with ``ts`` >= ``since``: the log is read
+    backwards from its end, a chunk at a time, until a whole record older than ``since`` is found."""
+    from ccm_hooks import fileio
+    from ccm_hooks.record import iso_utc
+
+    wanted = iso_utc(since)  # the ts format sorts as text
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        end = os.fstat(fd).st_size
+        while end > 0:
+            start = max(0, end - chunk)
+            data = os.pread(fd, end - start, start)
+            first = data.find(b"\n") + 1 if start > 0 else 0  # the first line may be cut: it starts before
+            found = None
+            for line_end, rec in fileio.iter_lines(data[first:]):
+                if str(rec.get("ts") or "") < wanted:
+                    found = start + first + line_end  # just after an older record
+            if found is not None:
+                return found
+            if start == 0:
+                return 0
+            end = start + first if first > 0 else start
+        return 0
+    finally:
+        os.close(fd)

@@ -152,3 +152,9 @@ def resume_due(status: dict[str, Any], jitter: float) -> float | None:
     """When to type the resume into a rate-limited session (epoch seconds)."""
     when = parse_ts(status.get("resume_at"))
     return None if when is None else when + jitter
+
+
+def is_headless(status: dict[str, Any]) -> bool:
+    """A `claude -p` (or SDK) run: it ends by itself, nobody waits at a prompt for it."""
+    entrypoint = status.get("entrypoint")
+    return isinstance(entrypoint, str) and entrypoint.startswith("sdk")

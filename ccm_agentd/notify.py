@@ -5,10 +5,12 @@ The daemon is single-threaded and event driven, so nothing here blocks: children
 variables (``CCM_*``), never through the command string, so a prompt or tool input quoted in ``reason``
 cannot inject shell code.
 
-Each transition (session, kind, ``state_since``) is notified at most once, across daemon restarts: the keys
-already sent live in ``<root>/agentd/notified.json``, a JSON list of ``"<session_id>:<kind>:<since>"``
-strings, most recent last, bounded to the last ``MAX_KEYS``. Notifier output goes to
-``<root>/log/notify.log``.
+Each transition (session, kind, ``state_since``) is notified at most once, across daemon restarts. One
+transition per session is remembered (the last one notified: a session's transitions only move forward), in
+``<root>/agentd/notified.jsonl``, one line ``{"s": session, "k": kind, "t": since}`` appended per
+notification and compacted to one line per session when it has grown to twice that. Memory and disk grow
+with the number of sessions, never with time, and nothing is forgotten while its session exists.
+Notifier output goes to ``<root>/log/notify.log``.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ccm_hooks.fileio import atomic_write
+from ccm_hooks.fileio import append_line, atomic_write
 from ccm_hooks.paths import FILE_MODE, ensure_dir, log_dir
 
 log = logging.getLogger("ccm_agentd.notify")
 
 KINDS = ("needs_human", "finished", "error", "stalled", "rate_limited")
-MAX_KEYS = 2000
+COMPACT_SLACK = 1024  # compact notified.jsonl past 2 lines per session plus this many
 MAX_CHILDREN = 8
 MAX_LOG_BYTES = 1 << 20  # notify.log is rotated to notify.log.1 past this, as hooks.log is
 
@@ -60,6 +62,10 @@ class Notification:
     def key(self) -> str:
         return f"{self.session_id}:{self.kind}:{self.since}"
 
+    @property
+    def transition(self) -> tuple[str, str]:
+        return self.kind, self.since
+
     def env(self) -> dict[str, str]:
         values = (self.kind, self.session_id, self.state, self.since, self.project, self.reason,
                   self.tmux_pane, self.tmux_socket, self.summary)  # fmt: skip
@@ -86,6 +92,12 @@ def desktop_argv(n: Notification, platform: str, environ: Mapping[str, str]) -> 
     notify_send = shutil.which("notify-send", path=path)
     # "--": GOption would take a body starting with "-" for an option.
     return [notify_send, "--app-name=ccm", "--", _env_value(title), body] if notify_send else None
+
+
+def desktop_available(platform: str, environ: Mapping[str, str]) -> bool:
+    """Whether a desktop notifier can show anything here (see desktop_argv)."""
+    probe = Notification("finished", "-", "idle", "-", None, None, None, None, "-")
+    return desktop_argv(probe, platform, environ) is not None
 
 
 @dataclass
@@ -123,10 +135,9 @@ class Notifier:
         self.failed = 0  # children that could not start, were dropped at the cap, timed out or exited != 0
         self.deduped = 0  # send() calls for a transition already notified
         self.children: list[_Child] = []
-        self.path = os.path.join(root, "agentd", "notified.json")
+        self.path = os.path.join(root, "agentd", "notified.jsonl")
         self.log_path = os.path.join(log_dir(root), "notify.log")
-        self._keys = self._load()
-        self._seen = set(self._keys)
+        self._last, self._lines = self._load()
 
     def configure(self, commands: Sequence[str] | None, desktop: bool = True, timeout: float = 10.0) -> None:
         """Apply a reloaded config in place. Unlike close() and a new Notifier, this neither waits for
@@ -135,49 +146,90 @@ class Notifier:
         self.desktop = desktop and not self.commands
         self.timeout = timeout
 
-    def _load(self) -> list[str]:
+    @property
+    def active(self) -> bool:
+        """Whether a notification would reach anyone: a command, or a usable desktop notifier."""
+        return bool(self.commands) or (self.desktop and desktop_available(self.platform, self.environ))
+
+    def describe(self) -> str:
+        """One line for `ccm-agentd status` and the log: where notifications go."""
+        if self.commands:
+            return f"{len(self.commands)} notify command(s)"
+        if self.desktop and desktop_available(self.platform, self.environ):
+            return "the desktop notifier"
+        return "nothing: no notify_commands and no desktop notifier here (nothing is sent)"
+
+    def _load(self) -> tuple[dict[str, tuple[str, str]], int]:
+        last: dict[str, tuple[str, str]] = {}
+        lines = 0
         try:
             with open(self.path, "rb") as fh:
-                data = json.loads(fh.read())
+                for raw in fh:
+                    lines += 1
+                    try:
+                        entry = json.loads(raw)
+                    except ValueError:
+                        continue  # a torn or foreign line
+                    if isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in "skt"):
+                        last[entry["s"]] = (entry["k"], entry["t"])
         except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
+            pass
+        except OSError as exc:
             log.warning("notify: ignoring unreadable %s: %s", self.path, exc)
-            return []
-        if not isinstance(data, list):
-            return []
-        # dict.fromkeys: a hand-edited file with repeats must not make trimming forget a key still listed.
-        return list(dict.fromkeys(k for k in data if isinstance(k, str)))[-MAX_KEYS:]
+        return last, lines
 
-    def _remember(self, key: str) -> None:
-        self._keys.append(key)
-        self._seen.add(key)
-        if len(self._keys) > MAX_KEYS:
-            for old in self._keys[:-MAX_KEYS]:
-                self._seen.discard(old)
-            del self._keys[:-MAX_KEYS]
+    def last_kind(self, subject: str) -> str | None:
+        """The kind of the last transition notified for this session (or task), if any."""
+        last = self._last.get(subject)
+        return last[0] if last else None
+
+    def seen(self, n: Notification) -> bool:
+        return self._last.get(n.session_id) == n.transition
+
+    def _remember(self, n: Notification) -> None:
+        self._last[n.session_id] = n.transition
         try:
             ensure_dir(os.path.dirname(self.path))
-            atomic_write(
-                self.path, json.dumps(self._keys, ensure_ascii=False).encode("utf-8", "backslashreplace")
+            if self._lines > 2 * len(self._last) + COMPACT_SLACK:
+                self.compact()
+                return
+            line = {"s": n.session_id, "k": n.kind, "t": n.since}
+            append_line(
+                self.path, json.dumps(line, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
             )
+            self._lines += 1
         except OSError as exc:
-            # The in-memory set still dedupes until a restart; a full disk must not stop notifications.
-            log.warning("notify: cannot record %s in %s: %s", key, self.path, exc)
+            # The in-memory map still dedupes until a restart; a full disk must not stop notifications.
+            log.warning("notify: cannot record %s in %s: %s", n.key, self.path, exc)
+
+    def compact(self, keep: set[str] | None = None) -> None:
+        """Rewrite notified.jsonl with one line per session (only those in ``keep``, when given)."""
+        if keep is not None:
+            self._last = {s: t for s, t in self._last.items() if s in keep}
+        body = b"".join(
+            json.dumps({"s": s, "k": k, "t": t}, ensure_ascii=False).encode("utf-8", "backslashreplace")
+            + b"\n"
+            for s, (k, t) in self._last.items()
+        )
+        atomic_write(self.path, body)
+        self._lines = len(self._last)
 
     @property
     def running(self) -> int:
         return len(self.children)
 
     def send(self, n: Notification) -> bool:
-        """Notify ``n`` unless its transition was notified before: False if it was, True otherwise."""
-        if n.key in self._seen:
+        """Notify ``n`` unless its transition was notified before (False), or nothing is configured to
+        notify with (False: nothing is recorded or logged as sent). True when notifiers were started."""
+        if self.seen(n):
             self.deduped += 1
+            return False
+        if not self.active:
             return False
         # Recorded BEFORE starting anything: if the daemon dies after starting a notifier, the restart must
         # not notify again. At most once is the right trade-off: a lost notification costs a glance at
         # `ccm top`, a repeated one (or a storm after a crash loop) teaches people to ignore them.
-        self._remember(n.key)
+        self._remember(n)
         self.reap()
         argvs: list[list[str]] = [["/bin/sh", "-c", c] for c in self.commands]
         if self.desktop:

@@ -76,6 +76,7 @@ def new_status(session_id: str, ts: str) -> Status:
         "waiting_tool_use_id": None,
         "watch": new_watch(),
         "resume_at": None,
+        "typing": None,
     }
 
 
@@ -117,6 +118,11 @@ def apply(status: Status | None, rec: dict[str, Any], ctx: dict[str, Any] | None
     elif event in TOOL_RESULT_EVENTS and isinstance(tool_id, str):
         running.pop(tool_id, None)
 
+    if st["state"] == "ended" and event == "StopFailure" and not stale:
+        # `claude -p` on 2.1.328 fires StopFailure after SessionEnd: the session stays ended, the error is
+        # kept (the daemon notifies it), as it is when StopFailure comes first (2.1.197).
+        _record_error(st, rec)
+        return st
     if stale or (st["state"] == "ended" and event != "SessionStart"):
         return st
     st["last_event"] = event
@@ -191,15 +197,7 @@ def _transition(st: Status, event: str, rec: dict[str, Any], action: str | None)
         _set_state(st, "idle", ts)
     elif event == "StopFailure":
         _end_turn(st)
-        error, message = rec.get("error"), rec.get("last_assistant_message")
-        # The payload's `error` is often just "unknown" while the message says "API Error: 400 ...".
-        if error and message and error != "unknown":
-            text = f"{error}: {message}"
-        else:
-            text = message or error or "unknown error"
-        st["error"] = _short(text)
-        st["last_assistant_message"] = _short(message)
-        _set_state(st, "error", ts, _short(text))
+        _set_state(st, "error", ts, _record_error(st, rec))
     elif event == "SessionEnd":
         _end_turn(st)
         _set_state(st, "ended", ts, rec.get("reason") or "unknown")
@@ -216,6 +214,19 @@ def _transition(st: Status, event: str, rec: dict[str, Any], action: str | None)
         elif rec.get("trigger") != "auto" and st["state"] in ("starting", "idle", "error"):
             st["current_action"] = "compacting"  # /compact typed at the prompt; SessionStart(compact) ends it
     # Any other event (PostCompact, ConfigChange, ...) is logged but moves nothing.
+
+
+def _record_error(st: Status, rec: dict[str, Any]) -> str | None:
+    """A StopFailure's error text into ``error`` and its message into ``last_assistant_message``."""
+    error, message = rec.get("error"), rec.get("last_assistant_message")
+    # The payload's `error` is often just "unknown" while the message says "API Error: 400 ...".
+    if error and message and error != "unknown":
+        text = f"{error}: {message}"
+    else:
+        text = message or error or "unknown error"
+    st["error"] = _short(text)
+    st["last_assistant_message"] = _short(message)
+    return st["error"]  # type: ignore[no-any-return]
 
 
 def _tool_activity(st: Status, event: str, rec: dict[str, Any], action: str | None) -> None:
@@ -265,21 +276,32 @@ def _reset_watch_run(st: Status) -> None:
 
 
 def _watch_prompt(st: Status, rec: dict[str, Any]) -> None:
-    """A prompt is a person's (a new run) unless it is the continuation handed to ccm-agentd arriving."""
+    """A prompt starts a new run when a person gave it: typed by hand, or queued with ``ccm-hooks send``.
+
+    What ccm types on its own behalf (watch mode's handoff past Claude Code's Stop-hook cap, the resume
+    after a usage limit) continues the run. Which prompt is which is told by the delivery records ccm
+    writes before it types (``typing``), never by comparing texts: Claude Code rewrites what it submits
+    (it trims it), and a continuation mistaken for a person's prompt would restart the budget for ever.
+    """
     w = st["watch"]
+    typing = st.get("typing")
     handoff = w.get("handoff")
-    if isinstance(handoff, dict) and same_prompt(rec, handoff.get("prompt")):
+    ours = isinstance(typing, dict) and typing.get("kind") in ("handoff", "resume")
+    if ours or (isinstance(handoff, dict) and same_prompt(rec, handoff.get("prompt"))):
         # Typed into the pane: Claude's count of Stop-hook blocks restarts; our count of continues goes on.
         w.update(handoff=None, blocks=0, tool_mark=int(st["counters"].get("tool_uses") or 0))
     else:
         _reset_watch_run(st)
+    st["typing"] = None  # this prompt is what the typing caused
 
 
 def same_prompt(rec: dict[str, Any], wanted: object) -> bool:
-    """A UserPromptSubmit record is ``wanted``, typed by ccm (also when the record's prompt was clipped)."""
+    """A UserPromptSubmit record is ``wanted``, typed by ccm (also when the record's prompt was clipped):
+    compared as ccm types them, surrounding whitespace removed (``texts.normalize``)."""
     prompt = rec.get("prompt")
     if not isinstance(wanted, str) or not isinstance(prompt, str):
         return False
+    prompt, wanted = prompt.strip(), wanted.strip()
     if prompt == wanted:
         return True
     clipped = (rec.get("truncated") or {}).get("prompt")  # a prompt longer than CCM_FIELD_CAP
@@ -299,6 +321,12 @@ def _apply_ccm(st: Status, rec: dict[str, Any]) -> None:
         _reset_watch_run(st)
     elif event == "ccm.state":
         _apply_daemon_state(st, rec)
+    elif event == "ccm.delivery":
+        d = rec.get("delivery") or {}
+        if d.get("outcome") == "typing":
+            st["typing"] = {"item": d.get("item"), "kind": d.get("kind"), "seq": rec["seq"]}
+        elif isinstance(st.get("typing"), dict) and st["typing"].get("item") == d.get("item"):
+            st["typing"] = None  # settled (delivered, retry, failed, ...) without a prompt seen
     elif event == "ccm.decision":
         d = rec.get("decision") or {}
         w.update(

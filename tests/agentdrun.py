@@ -71,14 +71,15 @@ def agentd(ccm_home: Path) -> Iterator[Agentd]:
             one.kill()
 
 
-def configure(home: Path, notified: Path | None = None, **settings: float | str) -> None:
-    """config.toml for the daemon: liveness every 0.5 s, no desktop notifications, ``settings``, and with
-    ``notified`` a notify command appending to that file what it is told (see ``notifications``)."""
-    lines = ["[agentd]", "liveness_s = 0.5", "notify_desktop = false"]
+def configure(home: Path, notified: Path | None = None, **settings: float | str | bool) -> None:
+    """config.toml for the daemon: liveness every 0.5 s, no desktop notifications, ``settings`` (which
+    override those), and with ``notified`` a notify command appending to that file what it is told (see
+    ``notifications``)."""
+    table: dict[str, Any] = {"liveness_s": 0.5, "notify_desktop": False, **settings}
     if notified is not None:
-        lines.append(f"notify_commands = [{json.dumps(_notify_command(notified))}]")
-    # A JSON string is a TOML string.
-    lines += [f"{k} = {json.dumps(v) if isinstance(v, str) else v}" for k, v in settings.items()]
+        table["notify_commands"] = [_notify_command(notified)]
+    # JSON strings, numbers, booleans and arrays of strings are TOML values too.
+    lines = ["[agentd]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text("\n".join(lines) + "\n")
 

@@ -68,9 +68,10 @@ def _ts(value: object) -> float:
 
 
 def _notified_keys(home: Path) -> list[str]:
-    path = home / "agentd" / "notified.json"
-    keys: list[str] = json.loads(path.read_text()) if path.exists() else []
-    return keys
+    """What the daemon remembers having notified, as session:kind:since."""
+    path = home / "agentd" / "notified.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [f"{e['s']}:{e['k']}:{e['t']}" for e in map(json.loads, lines)]
 
 
 def _long_tool_turn(

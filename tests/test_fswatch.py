@@ -65,6 +65,27 @@ def test_each_kind_of_change_wakes_a_select_on_its_descriptor(
     assert not _readable(watcher.fileno(), 0)
 
 
+def test_take_names_what_changed_in_which_directory(watcher: DirWatcher, tmp_path: Path) -> None:
+    watcher.wait(0.3)
+    watcher.take()
+    temp = tmp_path / "b" / ".one.json.tmp"
+    temp.write_text("{}")
+    os.replace(temp, tmp_path / "b" / "one.json")
+    (tmp_path / "a" / "two.jsonl").write_text("x\n")
+    deadline = time.monotonic() + 5
+    seen: dict[str, set[str]] = {}
+    while time.monotonic() < deadline and not (
+        "one.json" in seen.get(str(tmp_path / "b"), set())
+        and "two.jsonl" in seen.get(str(tmp_path / "a"), set())
+    ):
+        watcher.wait(0.1)
+        for directory, names in watcher.take().names.items():
+            seen.setdefault(directory, set()).update(names)
+    assert "one.json" in seen[str(tmp_path / "b")]
+    assert "two.jsonl" in seen[str(tmp_path / "a")]
+    assert not watcher.take()  # taken: nothing left
+
+
 def test_close_stops_the_watchfiles_thread_and_closes_its_pipe(tmp_path: Path) -> None:
     w = DirWatcher([str(tmp_path)], backend="watchfiles")
     fd = w.fileno()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ccm_agentd.notify import ENV_NAMES, MAX_KEYS, OSASCRIPT, Notification, Notifier, desktop_argv
+from ccm_agentd.notify import ENV_NAMES, OSASCRIPT, Notification, Notifier, desktop_argv
 
 SID = "1a2b3c4d-0000-4000-8000-000000000001"
 HOSTILE = "permission: Bash: $(touch pwned) `touch pwned2` \"dq\" 'sq' \\ \n; touch pwned3\nlast line"
@@ -128,63 +128,87 @@ def test_nul_and_lone_surrogates_cannot_break_the_environment(ccm_home: Path, tm
     assert (tmp_path / "out" / "reason").read_text() == "a\ufffdb\\udcffc"
 
 
+def _remembered(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def test_same_transition_is_notified_once_even_across_a_restart(ccm_home: Path, tmp_path: Path) -> None:
     cmd = 'echo "$CCM_NOTIFY_KIND $CCM_SINCE" >> "$OUT_DIR/log"'
     env = _env(tmp_path)
     first = Notifier(str(ccm_home), [cmd], environ=env)
-    n = _note()
-    assert first.send(n) is True
-    assert first.send(n) is False
+    waiting = _note()
+    assert first.send(waiting) is True
+    assert first.send(waiting) is False
     assert first.deduped == 1
-    assert first.send(_note(kind="finished")) is True  # another kind: another transition
+    finished = _note(kind="finished", state="idle", since="2025-01-02T03:05:00.000Z")
+    assert first.send(finished) is True  # the session moved on: another transition
     _wait_idle(first)
     first.close()
 
     restarted = Notifier(str(ccm_home), [cmd], environ=env)
-    assert restarted.send(n) is False
-    assert restarted.send(_note(kind="finished")) is False
+    assert restarted.send(finished) is False
     assert restarted.send(_note(since="2025-01-02T03:09:00.000Z")) is True  # entered the state again
     _wait_idle(restarted)
-    assert restarted.deduped == 2 and restarted.sent == 1
-    # sorted: the first two children ran concurrently.
+    assert restarted.deduped == 1 and restarted.sent == 1
+    # sorted: the first two children may run concurrently.
     assert sorted((tmp_path / "out" / "log").read_text().splitlines()) == [
-        "finished 2025-01-02T03:04:05.678Z",
+        "finished 2025-01-02T03:05:00.000Z",
         "needs_human 2025-01-02T03:04:05.678Z",
         "needs_human 2025-01-02T03:09:00.000Z",
     ]
-    path = ccm_home / "agentd" / "notified.json"
+    path = ccm_home / "agentd" / "notified.jsonl"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE((ccm_home / "agentd").stat().st_mode) == 0o700
-    assert json.loads(path.read_text()) == [
-        n.key,
-        _note(kind="finished").key,
-        _note(since="2025-01-02T03:09:00.000Z").key,
+    assert [(e["k"], e["t"]) for e in _remembered(path)] == [
+        ("needs_human", "2025-01-02T03:04:05.678Z"),
+        ("finished", "2025-01-02T03:05:00.000Z"),
+        ("needs_human", "2025-01-02T03:09:00.000Z"),
     ]
 
 
-def test_dedupe_file_keeps_only_the_most_recent_keys(ccm_home: Path) -> None:
-    path = ccm_home / "agentd" / "notified.json"
-    path.parent.mkdir(parents=True)
-    seeded = [f"s{i}:finished:t" for i in range(MAX_KEYS - 1)]
-    path.write_text(json.dumps(seeded))
+def test_one_transition_per_session_is_remembered_whatever_the_number_of_sessions(ccm_home: Path) -> None:
+    """5,000 sessions (once 2,000 keys were kept, and the 2,001st session's notification evicted the first,
+    which was then notified again at the next pass, for ever): every one is remembered, the file stays
+    about one line per session, and a restart remembers them all."""
+    notifier = Notifier(str(ccm_home), ["true"], desktop=False)
+    notes = [_note(session_id=f"s{i:05d}", kind="finished", since=f"t{i}") for i in range(5000)]
+    for _ in range(3):  # three passes of the daemon over the same sessions
+        for n in notes:
+            notifier.send(n)
+        notifier.reap()
+    notifier.close()
+    assert notifier.sent + notifier.failed == 5000 and notifier.deduped == 10_000
+    lines = _remembered(ccm_home / "agentd" / "notified.jsonl")
+    assert len(lines) <= 2 * 5000 + 1024
+    restarted = Notifier(str(ccm_home), ["true"], desktop=False)
+    assert not any(restarted.send(n) for n in notes)
+    restarted.compact(keep={"s00001"})
+    assert _remembered(ccm_home / "agentd" / "notified.jsonl") == [
+        {"s": "s00001", "k": "finished", "t": "t1"}
+    ]
+
+
+def test_with_nothing_configured_nothing_is_sent_recorded_or_logged_as_sent(ccm_home: Path) -> None:
     notifier = Notifier(str(ccm_home), None, desktop=False)
-    assert notifier.send(_note(since="a")) and notifier.send(_note(since="b"))
-    keys = json.loads(path.read_text())
-    assert len(keys) == MAX_KEYS
-    assert keys[0] == seeded[1] and keys[-2:] == [_note(since="a").key, _note(since="b").key]
-    # The oldest key fell off, in memory as on disk; the others still dedupe.
-    assert notifier.send(_note(session_id="s1", kind="finished", since="t")) is False
-    assert notifier.send(_note(session_id="s0", kind="finished", since="t")) is True
+    assert not notifier.active
+    assert "nothing is sent" in notifier.describe()
+    assert notifier.send(_note()) is False
+    assert not (ccm_home / "agentd" / "notified.jsonl").exists()
 
 
-@pytest.mark.parametrize("content", [b"{not json", b'{"a": 1}', b"", b"\xff\xfe"])
-def test_corrupt_dedupe_file_counts_as_empty(ccm_home: Path, content: bytes) -> None:
-    path = ccm_home / "agentd" / "notified.json"
+@pytest.mark.parametrize("content", [b"{not json\n", b'{"a": 1}\n', b"", b"\xff\xfe"])
+def test_corrupt_dedupe_lines_are_skipped(ccm_home: Path, content: bytes) -> None:
+    path = ccm_home / "agentd" / "notified.jsonl"
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
-    notifier = Notifier(str(ccm_home), None, desktop=False)
+    notifier = Notifier(str(ccm_home), ["true"], desktop=False)
     assert notifier.send(_note()) is True
-    assert json.loads(path.read_text()) == [_note().key]
+    notifier.close()
+    assert json.loads(path.read_bytes().splitlines()[-1]) == {
+        "s": SID,
+        "k": "needs_human",
+        "t": _note().since,
+    }
 
 
 def test_slow_notifier_is_killed_with_its_whole_process_group(ccm_home: Path, tmp_path: Path) -> None:
@@ -271,7 +295,8 @@ def test_no_desktop_notifier_without_a_graphical_session(ccm_home: Path, tmp_pat
     _stub(tmp_path / "bin", "notify-send")
     env = _env(tmp_path, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     notifier = Notifier(str(ccm_home), None, environ=env, platform="linux")
-    assert notifier.send(_note()) is True  # recorded and logged, nothing started
+    assert not notifier.active
+    assert notifier.send(_note()) is False  # nothing can show it: nothing started, nothing recorded
     assert notifier.running == 0
     assert not (tmp_path / "out" / "notify-send").exists()
     assert desktop_argv(_note(), "win32", {**env, "DISPLAY": ":0"}) is None
@@ -285,7 +310,7 @@ def test_configured_commands_or_desktop_false_replace_the_desktop_default(
     configured = Notifier(str(ccm_home), ["true"], environ=env, platform="linux")
     assert configured.send(_note(since="1"))
     silent = Notifier(str(ccm_home), None, desktop=False, environ=env, platform="linux")
-    assert silent.send(_note(since="2")) and silent.running == 0
+    assert silent.send(_note(since="2")) is False and silent.running == 0
     _wait_idle(configured)
     assert configured.sent == 1
     assert not (tmp_path / "out" / "notify-send").exists()

@@ -218,3 +218,65 @@ def test_running_tool_map_is_bounded(n: int) -> None:
         s.tool("PreToolUse", f"t{i}")
     assert s.status is not None
     assert len(s.status["tools_running"]) == state.MAX_RUNNING_TOOLS
+
+
+@pytest.mark.parametrize("order", ["StopFailure first (2.1.197)", "SessionEnd first (2.1.328)"])
+def test_a_headless_run_whose_api_call_failed_ends_with_its_error(order: str) -> None:
+    s = Session()
+    s.feed("SessionStart", source="startup")
+    s.feed("UserPromptSubmit", prompt="go")
+    failure = {"error": "invalid_request", "last_assistant_message": "API Error: 400 prompt is too long"}
+    if order.startswith("StopFailure"):
+        s.feed("StopFailure", **failure)
+        st = s.feed("SessionEnd", reason="other")
+    else:
+        s.feed("SessionEnd", reason="other")
+        st = s.feed("StopFailure", **failure)
+    assert (st["state"], st["reason"]) == ("ended", "other")
+    assert st["error"] == "invalid_request: API Error: 400 prompt is too long"
+    assert st["last_assistant_message"] == "API Error: 400 prompt is too long"
+
+
+def _watched(s: Session) -> None:
+    s.feed("SessionStart", source="startup")
+    s.feed("ccm.watch", watch={"enabled": True, "max_turns": 3, "prompt": "keep going"})
+    s.feed("UserPromptSubmit", prompt="a person's prompt")
+
+
+@pytest.mark.parametrize(
+    "submitted", ["keep going", "keep going ", "  keep going", "something else entirely"]
+)
+def test_what_ccm_typed_never_restarts_the_watch_budget_whatever_claude_submitted(submitted: str) -> None:
+    """A handoff typed by ccm-agentd continues the run even when Claude Code rewrote the text (it trims
+    it): the typing record says whose prompt it is, not the text (once, a trailing space made every
+    handoff look like a person's prompt, which restarted the budget: 117 continues with max_turns 12)."""
+    s = Session()
+    _watched(s)
+    s.feed("ccm.decision", decision={"action": "continue", "turn": 3, "blocks": 8})
+    s.feed("ccm.decision", decision={"action": "handoff", "turn": 3, "prompt": "keep going", "blocks": 0})
+    s.feed(
+        "ccm.delivery", delivery={"item": "handoff-3-x", "kind": "handoff", "attempt": 1, "outcome": "typing"}
+    )
+    assert s.status is not None and s.status["typing"]["kind"] == "handoff"
+    st = s.feed("UserPromptSubmit", prompt=submitted)
+    assert st["watch"]["continues"] == 3 and st["watch"]["handoff"] is None and st["typing"] is None
+
+
+def test_a_queued_prompt_or_a_typed_one_is_a_persons_and_starts_a_fresh_run() -> None:
+    s = Session()
+    _watched(s)
+    s.feed("ccm.decision", decision={"action": "stop", "reason": "max_turns", "turn": 3})
+    s.feed("ccm.delivery", delivery={"item": "q1", "kind": "queued", "attempt": 1, "outcome": "typing"})
+    st = s.feed("UserPromptSubmit", prompt="now write the tests")
+    assert st["watch"]["continues"] == 0 and st["watch"]["stopped"] is None
+    s.feed("ccm.decision", decision={"action": "continue", "turn": 1})
+    st = s.feed("UserPromptSubmit", prompt="typed by hand")
+    assert st["watch"]["continues"] == 0
+
+
+def test_a_typing_settled_without_a_prompt_is_forgotten() -> None:
+    s = Session()
+    _watched(s)
+    s.feed("ccm.delivery", delivery={"item": "h", "kind": "handoff", "attempt": 1, "outcome": "typing"})
+    st = s.feed("ccm.delivery", delivery={"item": "h", "kind": "handoff", "attempt": 1, "outcome": "retry"})
+    assert st["typing"] is None

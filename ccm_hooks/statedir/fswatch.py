@@ -6,6 +6,9 @@ Both backends offer a descriptor that is readable while changes are pending, so 
 together with their own input (a terminal, a signal wake-up pipe) and time out exactly when they need to.
 watchfiles has no descriptor of its own: a thread runs its watch loop and writes a byte into a pipe per
 batch of changes. ``CCM_WATCHER=watchfiles`` picks that backend on Linux too (the tests use it).
+
+Callers that must do work proportional to what changed ask ``take()`` which names changed in which
+directory since they last asked; ``overflow`` says the watcher lost events and everything must be looked at.
 """
 
 from __future__ import annotations
@@ -14,10 +17,35 @@ import os
 import select
 import sys
 import threading
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 BACKENDS = ("inotify", "watchfiles")
+MAX_NAMES = 100_000  # past this many distinct names between two take()s, report an overflow instead
+
+
+@dataclass
+class Changes:
+    """What changed since the last ``take()``: directory -> file names, and whether events were lost."""
+
+    names: dict[str, set[str]] = field(default_factory=dict)
+    overflow: bool = False
+
+    def __bool__(self) -> bool:
+        return self.overflow or bool(self.names)
+
+    def add(self, directory: str, name: str) -> None:
+        if self.overflow:
+            return
+        names = self.names.setdefault(directory, set())
+        names.add(name)
+        if len(names) > MAX_NAMES:
+            self.lost()
+
+    def lost(self) -> None:
+        self.overflow = True
+        self.names.clear()
 
 
 def default_backend() -> str:
@@ -37,14 +65,18 @@ class DirWatcher:
         self._pipe: tuple[int, int] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pending = Changes()
+        self._lock = threading.Lock()  # the watchfiles thread adds to _pending
+        self._wds: dict[int, str] = {}
         if self.backend == "inotify":
             from inotify_simple import INotify
             from inotify_simple import flags as f
 
             self._inotify = INotify()
-            mask = f.CLOSE_WRITE | f.MOVED_TO | f.CREATE | f.DELETE | f.MODIFY
+            self._overflow_mask = int(f.Q_OVERFLOW)
+            mask = f.CLOSE_WRITE | f.MOVED_TO | f.CREATE | f.DELETE | f.MODIFY | f.MOVED_FROM
             for d in self.dirs:
-                self._inotify.add_watch(d, mask)
+                self._wds[self._inotify.add_watch(d, mask)] = d
         else:
             self._pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             if self.dirs:
@@ -60,18 +92,34 @@ class DirWatcher:
         # a short debounce, since callers react to single writes. watchfiles' loop wakes every `step` ms
         # (to check signals and the stop event): 50 ms costs ccm-agentd 0.17% of a core at rest, 10 ms
         # 0.47% (bench/agentd_idle.py with CCM_WATCHER=watchfiles), for about 20 ms more delay.
-        for _ in watchfiles.watch(
+        for batch in watchfiles.watch(
             *self.dirs, watch_filter=None, debounce=20, step=50, stop_event=self._stop, raise_interrupt=False
         ):
+            with self._lock:
+                for _, path in batch:
+                    self._pending.add(*self._split(path))
             try:
                 os.write(self._pipe[1], b"!")
             except BlockingIOError:
                 pass  # the pipe is full of wake-ups already: one more adds nothing
 
+    def _split(self, path: str) -> tuple[str, str]:
+        """(watched dir as given, name) for a path watchfiles reports (it may resolve symlinks)."""
+        directory, name = os.path.split(path)
+        if directory not in self.dirs:
+            real = os.path.realpath(directory)
+            directory = next((d for d in self.dirs if os.path.realpath(d) == real), directory)
+        return directory, name
+
     def wait(self, timeout: float) -> bool:
         """True if a change was seen within ``timeout`` seconds. Drains everything pending."""
         if self._inotify is not None:
             events = self._inotify.read(timeout=int(timeout * 1000), read_delay=None)
+            for event in events:
+                if event.mask & self._overflow_mask:
+                    self._pending.lost()
+                elif event.wd in self._wds and event.name:
+                    self._pending.add(self._wds[event.wd], event.name)
             return bool(events)
         assert self._pipe is not None
         ready, _, _ = select.select([self._pipe[0]], [], [], max(0.0, timeout))
@@ -83,6 +131,12 @@ class DirWatcher:
         except BlockingIOError:
             pass
         return True
+
+    def take(self) -> Changes:
+        """The names changed since the last ``take()`` (as seen by ``wait``), and forget them."""
+        with self._lock:
+            taken, self._pending = self._pending, Changes()
+        return taken
 
     def fileno(self) -> int:
         """Readable while changes are pending; then ``wait(0)`` drains it."""
