@@ -354,6 +354,14 @@ def default_jobs(root: str, tmux: panes.Tmux, notify: Notify) -> list[Job]:
     """The jobs every daemon runs, each importing only what it needs (the fleet only when configured:
     its job checks `[fleet]` itself and stays idle without it). Jobs register here, one line each."""
     jobs: list[Job] = []
+    try:
+        fleet = "fleet" in config.read_config(root)
+    except CcmError:
+        fleet = False  # load_config says what is wrong with config.toml
+    if fleet:  # nothing of the fleet is imported without [fleet] (added later: restart ccm-agentd)
+        from ccm_agentd.fleet.job import FleetJob
+
+        jobs.append(FleetJob(root, tmux, notify))
     return jobs
 
 

@@ -39,6 +39,8 @@ def make_job(
     **table: Any,
 ) -> tuple[FleetJob, FakeTasks]:
     monkeypatch.setenv("CCM_FLEET_DSN", dsn)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("[fleet]\n")  # the job reads its settings from ``table``
     tasks = local or FakeTasks()
     job = FleetJob(str(home), None, lambda *a, **k: None, tasks)
     job.configure({"system": "a", **table})

@@ -11,7 +11,7 @@ from typing import Any
 from ccm_agentd.fleet import connection, migrations, shipping
 from ccm_hooks import fastjson, paths
 from ccm_hooks.errors import CcmError
-from ccm_hooks.statedir import fleetconf
+from ccm_hooks.statedir import fleetconf, fleetdb
 from ccm_hooks.statedir.timefmt import format_age
 
 
@@ -39,7 +39,7 @@ def init_cmd() -> int:
     s = _settings(root)
     dsn = fleetconf.load_dsn(s)
     warning = fleetconf.pooler_warning(dsn)
-    with connection.connect_cli(dsn, "ccm-agentd fleet init") as conn:
+    with fleetdb.connect_cli(dsn, "ccm-agentd fleet init") as conn:
         try:
             out = migrations.migrate(conn)
         except Exception as exc:
@@ -108,7 +108,7 @@ def status_cmd(as_json: bool) -> int:
         "database": fleetconf.describe(dsn), "warning": fleetconf.pooler_warning(dsn),
     }  # fmt: skip
     try:
-        conn = connection.connect_cli(dsn, "ccm-agentd fleet status")
+        conn = fleetdb.connect_cli(dsn, "ccm-agentd fleet status")
     except CcmError as exc:
         info.update(connected=False, error=str(exc), backlog=local_backlog(root, _cursor_fleet(root)))
         _print(info, as_json)

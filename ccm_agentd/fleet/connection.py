@@ -1,8 +1,8 @@
 """Connecting to the fleet database, and keeping every call on it bounded in time.
 
-- ``connect``: TLS by default for a non-local host (fleetconf.effective_dsn), a connect timeout, TCP
-  keepalives and ``tcp_user_timeout`` (a dead peer is noticed in seconds, not after the kernel's 15
-  minutes), a server-side statement timeout.
+- connecting itself is ccm_hooks/statedir/fleetdb.py's (the CLI's readers connect alike): TLS by default
+  for a non-local host, a connect timeout, TCP keepalives and ``tcp_user_timeout`` (a dead peer is noticed
+  in seconds, not after the kernel's 15 minutes), a server-side statement timeout.
 - ``Deadline``: a peer that still acknowledges packets but never answers (a stopped proxy, a hung server)
   would block a call forever whatever the TCP settings; a helper thread shuts the socket down when a call
   outlives its deadline, so it fails at once and the link reconnects.
@@ -23,48 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ccm_hooks.errors import CcmError
-from ccm_hooks.statedir import fleetconf
-
 if TYPE_CHECKING:
     import psycopg
-
-CONNECT_TIMEOUT_S = 5
-STATEMENT_TIMEOUT_MS = 30_000
-# A peer gone silent is noticed in ~20 s by keepalives, and unacknowledged data fails after 15 s.
-KEEPALIVE: dict[str, Any] = {
-    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
-    "tcp_user_timeout": 15_000,
-}  # fmt: skip
-
-
-def connect(dsn: str, app: str, timeout: float = CONNECT_TIMEOUT_S) -> psycopg.Connection[Any]:
-    """An autocommit connection; ``psycopg.OperationalError`` when the database cannot be reached."""
-    import psycopg
-
-    conn = psycopg.connect(
-        fleetconf.effective_dsn(dsn), autocommit=True, connect_timeout=max(2, int(timeout)),
-        application_name=app[:63], **KEEPALIVE,
-    )  # fmt: skip
-    try:
-        conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def connect_cli(dsn: str, app: str) -> psycopg.Connection[Any]:
-    """For commands: a failure to connect is one line saying where it tried (never the password)."""
-    import psycopg
-
-    try:
-        return connect(dsn, app)
-    except psycopg.OperationalError as exc:
-        where = fleetconf.describe(dsn)
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        at = f"{where['user']}@{where['host']}:{where['port']}/{where['dbname']}"
-        raise CcmError(f"cannot reach the fleet database {at}: {first}") from None
 
 
 def error_line(exc: BaseException) -> str:

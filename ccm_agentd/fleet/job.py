@@ -11,6 +11,7 @@ such fence, so the loop wakes for it even if nothing else happens.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ from ccm_agentd.fleet.fence import ENDED, FENCED, HELD, LOST, Lease, LeaseFiles,
 from ccm_agentd.fleet.link import CancelAsked, Claimed, Link, Lost, Message, Report, Reported
 from ccm_agentd.jobs import Notify, Wake
 from ccm_agentd.metrics import Metrics
+from ccm_hooks import record
 from ccm_hooks.errors import CcmError
 from ccm_hooks.statedir import fleetconf
 
@@ -89,6 +91,8 @@ class FleetJob:
 
     def configure(self, table: Mapping[str, Any]) -> None:
         try:
+            if fleetconf.fleet_table(self.root) is None:  # [fleet] removed, then SIGHUP: idle
+                raise CcmError("not configured: no [fleet] in config.toml")
             s = fleetconf.settings_from(table, self.root)
             dsn = fleetconf.load_dsn(s)
             fleetconf.parse(dsn)
@@ -229,7 +233,8 @@ class FleetJob:
             if local is not None and local.state not in TERMINAL:
                 self.local.stop(lease.local_id, reason)
         try:
-            self.notify("fleet_stopped", task_id, f"ccm: fleet task {task_id}: {reason}", reason=reason)
+            self.notify("fleet_stopped", f"fleet:{task_id}", f"ccm: fleet task {task_id}: {reason}",
+                        since=record.iso_utc(time.time()), state="stopped", reason=reason)  # fmt: skip
         except Exception:
             log.exception("fleet: notify failed")
 

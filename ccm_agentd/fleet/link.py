@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ccm_agentd.fleet import claiming, connection, migrations, shipping
 from ccm_agentd.fleet.fence import HELD, RENEW_FRACTION, LeaseFiles, boot_clock
+from ccm_hooks.statedir import fleetdb
 from ccm_hooks.statedir.fleetconf import FleetSettings
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ class Link:
             self._wait(wait, None)
             return
         app = f"ccm-agentd {self.s.system}"
-        conn = connection.connect(self.dsn, app)
+        conn = fleetdb.connect(self.dsn, app)
         self.conn = conn
         with self.deadline.on(conn, self.call_timeout):
             have = migrations.version(conn)

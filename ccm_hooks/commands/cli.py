@@ -37,6 +37,9 @@ ScopeOpt = Annotated[
         "local: .claude/settings.local.json (just you); user: ~/.claude/settings.json (every project).",
     ),
 ]
+FleetOpt = Annotated[
+    bool, typer.Option("--fleet", help="Every system's, from the fleet database ([fleet] in config.toml).")
+]
 ProjectOpt = Annotated[
     Path,
     typer.Option("--project", "-C", help="Project directory for project/local scope.", show_default="."),
@@ -91,10 +94,15 @@ def doctor(project: ProjectOpt = Path(".")) -> None:
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of status objects.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw whenever a session changes.")] = False,
+    fleet: FleetOpt = False,
 ) -> None:
     """One line per session, newest first: state, project, last tool, age."""
 
     def call() -> int:
+        if fleet:
+            from ccm_hooks.commands import fleetcmd
+
+            return fleetcmd.status_cmd(as_json, watch)
         from ccm_hooks.commands import views
 
         return views.status_cmd(as_json, watch)
@@ -260,6 +268,7 @@ def top(
         int | None,
         typer.Option("--iterations", "-n", help="Print this many snapshots, then exit (plain output only)."),
     ] = None,
+    fleet: FleetOpt = False,
 ) -> None:
     """Live view of every session; keys: arrows/j/k select, w toggle watch, r reset its counter, q quit.
 
@@ -267,6 +276,10 @@ def top(
     """
 
     def call() -> int:
+        if fleet:
+            from ccm_hooks.commands import fleetcmd
+
+            return fleetcmd.top_cmd(iterations)
         from ccm_hooks.commands import top as top_mod
 
         return top_mod.top_cmd(iterations)
