@@ -226,48 +226,56 @@ class Outbox:
         self.save()
 
 
-INSERT_EVENTS = """
-INSERT INTO ccm.events (system, session_id, seq, ts, event, record)
-SELECT %s, s, q, t, e, r::jsonb
-  FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[], %s::text[], %s::text[]) AS u(s, q, t, e, r)
-ON CONFLICT DO NOTHING
-"""
-
-UPSERT_SESSION = """
-INSERT INTO ccm.sessions AS s (system, session_id, seq, state, project, cwd, task_id, updated_at, status)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
-ON CONFLICT (system, session_id) DO UPDATE
-   SET seq = EXCLUDED.seq, state = EXCLUDED.state, project = EXCLUDED.project, cwd = EXCLUDED.cwd,
-       task_id = EXCLUDED.task_id, updated_at = EXCLUDED.updated_at, status = EXCLUDED.status,
-       shipped_at = now()
- WHERE s.seq <= EXCLUDED.seq
+# One statement, so one round trip and one implicit transaction: the records (re-sent ones dropped by the
+# key), then each session's status, which never moves a row back to an older seq. Arrays go in binary
+# (%b): text arrays of JSON would otherwise be escaped character by character.
+SHIP = """
+WITH new_events AS (
+    INSERT INTO ccm.events (system, session_id, seq, ts, event, record)
+    SELECT %(system)s, s, q, t, e, r::jsonb
+      FROM unnest(%(sids)b::text[], %(seqs)b::bigint[], %(ts)b::timestamptz[], %(events)b::text[],
+                  %(records)b::text[]) AS u(s, q, t, e, r)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), statuses AS (
+    INSERT INTO ccm.sessions AS x (system, session_id, seq, state, project, cwd, task_id, updated_at, status)
+    SELECT %(system)s, s, q, st, p, c, t, u, j::jsonb
+      FROM unnest(%(s_sids)b::text[], %(s_seqs)b::bigint[], %(s_states)b::text[], %(s_projects)b::text[],
+                  %(s_cwds)b::text[], %(s_tasks)b::text[], %(s_updated)b::timestamptz[],
+                  %(s_status)b::text[]) AS v(s, q, st, p, c, t, u, j)
+    ON CONFLICT (system, session_id) DO UPDATE
+       SET seq = EXCLUDED.seq, state = EXCLUDED.state, project = EXCLUDED.project, cwd = EXCLUDED.cwd,
+           task_id = EXCLUDED.task_id, updated_at = EXCLUDED.updated_at, status = EXCLUDED.status,
+           shipped_at = now()
+     WHERE x.seq <= EXCLUDED.seq
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM new_events), (SELECT count(*) FROM statuses)
 """
 
 
 def ship(conn: psycopg.Connection[Any], system: str, batch: Batch) -> int:
-    """Write one batch in one transaction: its records (re-sent ones are dropped), then each session's
-    status. Returns the number of records that were new to the database."""
+    """Write one batch atomically: its records, then each session's status. Returns the number of
+    records that were new to the database (the others were there already: a re-send)."""
     rows = [(one.session_id, *r) for one in batch.sessions for r in one.records]
-    new = 0
-    with conn.transaction():
-        if rows:
-            cur = conn.execute(
-                INSERT_EVENTS,
-                (system, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                 [r[3] for r in rows], [r[4] for r in rows]),
-            )  # fmt: skip
-            new = max(cur.rowcount, 0)
-        for one in batch.sessions:
-            st = one.status
-            if not st or not isinstance(st.get("seq"), int):
-                continue
-            text = fastjson.dumps(_clean(st))
-            conn.execute(
-                UPSERT_SESSION,
-                (system, one.session_id, st["seq"], _str(st.get("state")), _str(st.get("project")),
-                 _str(st.get("cwd")), _str(st.get("task_id")), _ts(st.get("updated_at")), text),
-            )  # fmt: skip
-    return new
+    statuses = [(one.session_id, one.status) for one in batch.sessions
+                if one.status and isinstance(one.status.get("seq"), int)]  # fmt: skip
+    if not rows and not statuses:
+        return 0
+    params = {
+        "system": system,
+        "sids": [r[0] for r in rows], "seqs": [r[1] for r in rows], "ts": [r[2] for r in rows],
+        "events": [r[3] for r in rows], "records": [r[4] for r in rows],
+        "s_sids": [sid for sid, _ in statuses], "s_seqs": [st["seq"] for _, st in statuses],
+        "s_states": [_str(st.get("state")) for _, st in statuses],
+        "s_projects": [_str(st.get("project")) for _, st in statuses],
+        "s_cwds": [_str(st.get("cwd")) for _, st in statuses],
+        "s_tasks": [_str(st.get("task_id")) for _, st in statuses],
+        "s_updated": [_ts(st.get("updated_at")) for _, st in statuses],
+        "s_status": [fastjson.dumps(_clean(st)) for _, st in statuses],
+    }  # fmt: skip
+    row = conn.execute(SHIP, params).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _str(value: object) -> str | None:
