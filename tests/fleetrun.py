@@ -88,6 +88,9 @@ class FakeTasks:
     def watch_dir(self) -> str | None:
         return None
 
+    def refresh(self, names: frozenset[str], rescan: bool) -> None:
+        return None
+
     def create(self, row: Mapping[str, Any], clone: str, lease_file: str) -> str:
         local_id = f"L{row['id']}-{row['attempt']}"
         self.tasks.setdefault(

@@ -20,6 +20,9 @@ class TasksBridge:
     def watch_dir(self) -> str | None:
         return None
 
+    def refresh(self, names: frozenset[str], rescan: bool) -> None:
+        return None
+
     def create(self, row: Mapping[str, Any], clone: str, lease_file: str) -> str:
         raise CcmError("this ccm has no tasks launcher")
 

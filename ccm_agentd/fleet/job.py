@@ -54,6 +54,10 @@ class LocalTasks(Protocol):
         fence wrapper watching ``lease_file``; its id. Idempotent: the same attempt gives the same task."""
         ...
 
+    def refresh(self, names: frozenset[str], rescan: bool) -> None:
+        """Re-read what changed: ``names`` in watch_dir() since the last wake-up (everything at a rescan)."""
+        ...
+
     def get(self, local_id: str) -> LocalTask | None: ...
 
     def stop(self, local_id: str, reason: str) -> None:
@@ -125,6 +129,8 @@ class FleetJob:
         if self.link is None or self.settings is None:
             return None
         self.link.hint(w.changed, w.rescan)
+        watched = self.local.watch_dir()
+        self.local.refresh(w.names.get(watched, frozenset()) if watched else frozenset(), w.rescan)
         for msg in self.link.drain():
             self._on(msg)
         now = boot_clock()

@@ -182,24 +182,45 @@ def task_list_cmd(state: str | None, as_json: bool) -> int:
     return 0
 
 
-def task_add_cmd(
-    prompt: str, project_dir: str | None, project: str | None, on_system: str | None,
-    labels: Mapping[str, str] | None, options: Mapping[str, Any], name: str | None = None, priority: int = 0,
-) -> int:  # fmt: skip
-    """Queue a fleet task. The project is a name (``--project-name``) or the name ``[fleet.projects]``
-    maps the directory to (``--project DIR``, default the current one)."""
+# What `task add --fleet` carries to the local task of whichever machine claims it (fleet.md#the-queue).
+FLEET_OPTIONS = (
+    "base", "in_place", "max_turns", "done_marker", "retries", "timeout", "model", "permission_mode",
+    "headless",
+)  # fmt: skip
+
+
+def task_add_cmd(prompt: str, project_dir: str | None, on_system: str | None, labels: list[str],
+                 after: list[str], options: Mapping[str, Any]) -> int:  # fmt: skip
+    """Queue a fleet task for the project ``[fleet.projects]`` maps ``--project DIR`` (default .) to;
+    ``--label K=V`` are labels a machine must have to claim it, ``--on`` the one system that may."""
+    if prompt == "-":
+        raise CcmError(
+            "`task add -` reads local tasks; for the fleet, INSERT rows or run task add --fleet per task"
+        )
+    if after:
+        raise CcmError("--after is for local tasks: a fleet task may run on another machine")
+    if not prompt.strip():
+        raise CcmError("the prompt is empty; say what the agent should do")
+    wanted: dict[str, str] = {}
+    for text in labels:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise CcmError(f"--label {text!r} must be KEY=VALUE")
+        wanted[key.strip()] = value
     s, conn = fleetdb.open_fleet(paths.state_dir(), "ccm-hooks task add --fleet")
+    directory = os.path.abspath(project_dir or ".")
+    project = s.project_of(directory)
     if project is None:
-        directory = os.path.abspath(project_dir or ".")
-        project = s.project_of(directory)
-        if project is None:
-            raise CcmError(
-                f"{directory} is not a project of the fleet here: map it in [fleet.projects] of config.toml "
-                '(NAME = "/path/to/clone") on each machine that may run it'
-            )
+        conn.close()
+        raise CcmError(
+            f"{directory} is not a project of the fleet here: map it in [fleet.projects] of config.toml "
+            '(NAME = "/path/to/clone") on each machine that may run it'
+        )
+    carried = {k: options[k] for k in FLEET_OPTIONS if options.get(k) is not None}
     with conn:
-        task_id = fleetdb.add_task(conn, prompt, project, name=name, priority=priority, on_system=on_system,
-                                   labels=labels, options=options)  # fmt: skip
+        task_id = fleetdb.add_task(conn, prompt, project, name=options.get("name"),
+                                   priority=int(options.get("priority") or 0), on_system=on_system,
+                                   labels=wanted, options=carried)  # fmt: skip
     print(task_id)
     return 0
 
