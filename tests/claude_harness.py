@@ -41,7 +41,9 @@ from ccm_agentd import screen
 from tests.fakeapi import FakeAnthropic
 
 __all__ = [
+    "ASKING_PERMISSION_MODE",
     "CLAUDE_VERSION",
+    "DEFAULT_PERMISSION_MODE",
     "SUPPORTED_VERSIONS",
     "TEST_API_KEY",
     "Pane",
@@ -95,6 +97,13 @@ def _unavailable(message: str) -> NoReturn:
 # list) narrows that for a quick local run.
 SUPPORTED_VERSIONS = ("2.1.328", "2.1.197")
 CLAUDE_VERSION = SUPPORTED_VERSIONS[0]
+
+# What each version does without --permission-mode, and the mode that asks before a tool runs (a permission
+# dialog), as --help lists it. 2.1.328 starts interactive sessions in "auto" (the safety check decides, no
+# dialog; -p still starts in "default") and renamed the asking mode "manual" ("default" is still accepted);
+# hook payloads say "default" for it on both versions.
+DEFAULT_PERMISSION_MODE = {"2.1.328": "auto", "2.1.197": "default"}
+ASKING_PERMISSION_MODE = {"2.1.328": "manual", "2.1.197": "default"}
 
 
 def selected_versions() -> list[str]:
@@ -189,12 +198,16 @@ def claude_env(
     *,
     home: Path | str | None = None,
     api_key: str = TEST_API_KEY,
+    subscription: bool = False,
 ) -> dict[str, str]:
     """The complete environment for a claude process talking to ``api`` (a server or a base URL).
 
     Built from scratch rather than from os.environ so that a developer's own ANTHROPIC_* / CLAUDE_* settings
     (or running the tests from inside Claude Code: CLAUDECODE, CLAUDE_CODE_ENTRYPOINT...) cannot leak in.
     HOME and CCM_HOME come from the test's private_home fixture.
+
+    ``subscription`` signs in as a claude.ai subscriber (CLAUDE_CODE_OAUTH_TOKEN, no API key) instead: what
+    a usage limit looks like, and 2.1.328's own continue after its reset, depend on it (fakeapi.usage_limit).
     """
     base_url = api if isinstance(api, str) else api.base_url
     home = str(home or os.environ["HOME"])
@@ -207,7 +220,6 @@ def claude_env(
         "LANG": "C.UTF-8",
         "TERM": os.environ.get("TERM", "xterm-256color"),
         "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": api_key,
         # No telemetry, error reporting, update checks or feature-flag fetches: all would hit the network.
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_AUTOUPDATER": "1",
@@ -216,6 +228,10 @@ def claude_env(
         # Prompt suggestions: a feature-flagged side request after each turn; off for determinism.
         "CLAUDE_CODE_ENABLE_PROMPT_SUGGESTION": "false",
     }
+    if subscription:
+        env["CLAUDE_CODE_OAUTH_TOKEN"] = "sk-ant-oat01-ccm-test-token"
+    else:
+        env["ANTHROPIC_API_KEY"] = api_key
     if "CCM_HOME" in os.environ:
         env["CCM_HOME"] = os.environ["CCM_HOME"]
     if "TMPDIR" in os.environ:

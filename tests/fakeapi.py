@@ -9,42 +9,67 @@ string is shorthand for one text block), the stop_reason following from them (``
 tool_use block, else ``end_turn``), or an ``api_error(...)``. ``Script`` hands out replies in order, then
 falls back to ``default_responder()``.
 
-What Claude Code 2.1.197 actually sends (logged against this server, env from ``claude_env``)
-------------------------------------------------------------------------------------------------
-Every call is ``POST /v1/messages?beta=true`` with ``"stream": true``, model ``claude-opus-4-8`` and
-``max_tokens`` 64000, side requests included: model and max_tokens tell NOTHING apart here.
+What Claude Code sends (logged against this server, env from ``claude_env``)
+-------------------------------------------------------------------------------
+Every call is ``POST /v1/messages?beta=true`` with ``"stream": true``. Model and max_tokens tell nothing apart
+within a version: 2.1.197 asks for ``claude-opus-4-8`` with ``max_tokens`` 64000, 2.1.328 for
+``claude-opus-5-5`` (``claude-sonnet-5-5`` on a claude.ai login) with 128000, side requests included (some
+side requests ask for less). The system prompt opens with a billing line ``x-anthropic-billing-header:
+cc_version=<version>.<x>; cc_entrypoint=<sdk-cli|cli>;`` (also in the ``User-Agent: claude-cli/<version>
+(external, <entrypoint>)`` header).
 
-* ``-p``: only main-conversation turns. No count_tokens, no quota probe, no title request (with or without
-  CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC). System prompt: a billing line
-  ``x-anthropic-billing-header: cc_version=2.1.197.<x>; cc_entrypoint=sdk-cli;`` then
-  ``You are a Claude agent, built on Anthropic's Claude Agent SDK.``; about 24 tools.
-* Interactive: the same turns (``cc_entrypoint=cli``, ``You are Claude Code, Anthropic's official CLI for
-  Claude.``) plus, once per session, a **title** request sent alongside the first main request of a
-  prompt that is long enough (not for "do it"): NO tools, thinking disabled, ``output_config.format`` =
-  json_schema ``{"title": string}``, user text ``<session>\n<prompt>\n</session>\n\nWrite the title...``.
-  Its system prompt also opens with "You are Claude Code...", so the system text alone cannot tell it apart.
-* ``/compact``: a *forked* copy of the main conversation (same system prompt, same tools, to reuse the
-  prompt cache) whose last user text is ``CRITICAL: Respond with TEXT ONLY...`` + ``Your task is to create
-  a detailed summary of the conversation so far...``.
-* Subagents (Agent tool): ``cc_is_subagent=true`` in the billing line, their own system prompt
-  ("You are an agent for Claude Code...") and fewer tools. They are real model turns (they run tools and
-  fire hooks with agent_id), so they go to the responder (and consume a Script entry, in arrival order)
-  but are recorded as kind "subagent", not in ``main_requests()``.
-* Known from the binary's query sources but not seen with this env (feature flags default off offline):
-  prompt suggestions (a fork with ``[SUGGESTION MODE: ...``; ``claude_env`` also pins
-  CLAUDE_CODE_ENABLE_PROMPT_SUGGESTION=false), away summary, agent progress summary, bash prefix
-  extraction, hook ``prompt``/``agent`` handlers, session search...
-* Message lists contain ``role: "system"`` entries (mid-conversation system prompts), and the user's text
-  follows a ``<system-reminder>`` text block: the last message is not necessarily the user's.
+* Main turns: ``You are a Claude agent, built on Anthropic's Claude Agent SDK.`` under ``-p``, ``You are
+  Claude Code, Anthropic's official CLI for Claude.`` interactive; always with tools (2.1.197: about 24;
+  2.1.328: about 12, the rest deferred behind ``ToolSearch``). The user's text follows ``<system-reminder>``
+  text blocks, and message lists contain ``role: "system"`` entries: the last message is not necessarily the
+  user's.
+* Subagents (Agent tool): ``cc_is_subagent=true`` in the billing line, their own system prompt and fewer
+  tools. Real model turns (they run tools and fire hooks with agent_id): they go to the responder (and consume
+  a Script entry, in arrival order) but are recorded as kind "subagent", not in ``main_requests()``. On
+  2.1.328 the Agent tool runs them in the background by default: the main turn goes on (and may end) while
+  they run, and their result comes back as a new main turn whose user text is a ``<task-notification>``.
+* ``/compact`` (both): a forked copy of the main conversation (same system prompt and tools) whose last user
+  text is ``CRITICAL: Respond with TEXT ONLY...`` + ``Your task is to create a detailed summary...``.
+* The auto-mode safety check ("auto" permission mode; the default mode of the 2.1.328 TUI):
+  - 2.1.197 asks a side request per risky tool call: system prompt ``You are a security monitor for autonomous
+    AI coding agents...``, no tools, ``stop_sequences: ["</block>"]``, max_tokens 64 (stage 1, then 8192 for
+    stage 2 when stage 1 blocks); the answer must begin ``<block>no</block>`` (allow) or
+    ``<block>yes</block><reason>[Rule] ...</reason>``. Anything else blocks the call ("could not evaluate").
+  - 2.1.328 asks the API itself: a main request in auto (or plan) mode carries ``safeguards: [{"type":
+    "dangerous_tool_use", "classifier_context": {...}}]`` and the beta ``dangerous-tool-use-2026-09-03``; the
+    verdict comes back in the ``message_delta`` event as ``delta.safeguard_results: [{"type":
+    "dangerous_tool_use", "status": {"type": "available", "tool_uses": {<tool_use id>: {"type": "evaluated",
+    "outcome": "not_flagged" | "flagged"}}}}]``. Without it, a tool call that needs the check opens an "Auto
+    mode can't check actions in this session" dialog (interactive) or is refused (``-p``); a status ``{"type":
+    "unsupported"}`` does the same here (no local fallback for a non-Anthropic base URL). Calls that
+    acceptEdits mode would allow (writes inside the project, ...) skip the check. See ``auto_mode_verdict``.
+* Interactive 2.1.197 only: a session **title** request alongside the first main request of a long enough
+  prompt: no tools, thinking disabled, ``output_config.format`` = json_schema ``{"title": string}``. Not seen
+  on 2.1.328.
+* Background sessions (``claude --bg``; seen on 2.1.328, whose bg sessions reach a local base URL): a job
+  **label** request (no tools, system = billing line only, user text ``... 2-4 word lowercase label for this
+  job ...``) and job **state** requests (system ``A user kicked off a Claude Code agent to do a coding task
+  and walked away...``) that expect ``{"state": "working|blocked|done|failed", "detail": ..., "tempo": ...,
+  "output": {...}}`` and retry once with "Previous response was not valid JSON" otherwise.
+* Errors: 2.1.328 answers a 400 by sending the same turn again with fewer betas (up to 6 requests for one turn
+  here, each a "main" request taking the next Script entry); 2.1.197 sends it once. Both retry 429/5xx (a 429
+  with ``retry-after: 0`` after about 0.6 s; CLAUDE_CODE_MAX_RETRIES bounds that). A usage limit is a 429 with
+  ``anthropic-ratelimit-unified-*`` headers (see :func:`usage_limit`): with a claude.ai login
+  (``claude_env(subscription=True)``) Claude Code shows ``You've hit your session limit · resets 1:23am
+  (UTC)`` (2.1.197) or ``You've hit your 5-hour limit · resets ...`` (2.1.328); with an API key it shows ``API
+  Error: Request rejected (429) · <message>``.
+* Known from the binaries' query sources but not seen with this env: prompt suggestions (a fork with
+  ``[SUGGESTION MODE: ...``; ``claude_env`` pins CLAUDE_CODE_ENABLE_PROMPT_SUGGESTION=false), away summary,
+  agent progress summary, hook ``prompt``/``agent`` handlers, 2.1.328's local auto-mode classifier (per its
+  strings a fallback on direct connections to Anthropic)...
 
-How side requests are told apart (``auxiliary_purpose``), in order: ``max_tokens`` <= 1 (a probe);
-``output_config.format`` present (structured output: title); no ``tools`` (every model turn offers tools;
-side queries never do); last user text holding a known fork prompt (compact, prompt suggestion, away or
-agent summary). They get ``auxiliary_reply()`` (valid JSON for a schema, a ``<summary>`` for compact, else
-"OK") and never reach the responder or the Script.
-
-Retries: the CLI retries 429/5xx itself (a 429 with ``retry-after: 0`` was retried after about 0.6 s; each
-retry is a new request that takes the next Script entry). CLAUDE_CODE_MAX_RETRIES bounds that.
+How requests are told apart (``auxiliary_purpose``), in order: a known side prompt (auto-mode classifier, job
+label, job state); ``max_tokens`` <= 1 (a probe); ``output_config.format`` present (structured output: title);
+no ``tools`` (every model turn offers tools; side queries never do); last user text holding a known fork
+prompt (compact, prompt suggestion, away or agent summary). Side requests get ``auxiliary_reply()`` (an allow
+or block verdict, valid JSON for a schema or the job state, a ``<summary>`` for compact, else "OK") and never
+reach the responder or the Script. Main turns that ask for a safety verdict get one in their ``message_delta``
+(:func:`safeguard_results`), so tools run in auto mode on both versions.
 """
 
 from __future__ import annotations
@@ -67,6 +92,7 @@ __all__ = [
     "Reply",
     "Responder",
     "Script",
+    "always",
     "api_error",
     "as_blocks",
     "auxiliary_purpose",
@@ -76,11 +102,13 @@ __all__ = [
     "is_subagent",
     "last_user_is_tool_result",
     "last_user_text",
+    "safeguard_results",
     "stop_reason_for",
     "system_text",
     "text",
     "tool_results",
     "tool_use",
+    "usage_limit",
 ]
 
 JSON = dict[str, Any]
@@ -131,6 +159,31 @@ def tool_use(name: str, input: Mapping[str, Any], id: str | None = None) -> JSON
 def api_error(status: int, type: str, message: str, headers: Mapping[str, str] | None = None) -> ApiError:
     """An HTTP error reply, e.g. ``api_error(429, "rate_limit_error", "slow down", {"retry-after": "1"})``."""
     return ApiError(status, type, message, dict(headers or {}))
+
+
+_LIMIT_MESSAGE = "This request would exceed your account's rate limit. Please try again later."
+
+
+def usage_limit(resets_at: int, claim: str = "five_hour", message: str = _LIMIT_MESSAGE) -> ApiError:
+    """A usage-limit refusal as the API sends it: a 429 with the ``anthropic-ratelimit-unified-*`` headers.
+
+    With a claude.ai login (``claude_env(subscription=True)``) Claude Code turns it into "You've hit your ...
+    limit · resets <time>" and, from 2.1.234 on, continues by itself some 30-90 s after ``resets_at``; with an
+    API key it shows "API Error: Request rejected (429) · <message>".
+    """
+    headers = {
+        "anthropic-ratelimit-unified-status": "rejected",
+        "anthropic-ratelimit-unified-reset": str(resets_at),
+        "anthropic-ratelimit-unified-representative-claim": claim,
+        "retry-after": str(max(0, resets_at - int(time.time()))),
+    }
+    return ApiError(429, "rate_limit_error", message, headers)
+
+
+def always(reply: Reply) -> Responder:
+    """A responder giving the same reply to every turn, e.g. an error that must survive the CLI's retries
+    (2.1.328 sends a turn refused with a 400 again, with fewer betas)."""
+    return lambda body: reply
 
 
 def as_blocks(reply: Reply) -> list[JSON] | ApiError:
@@ -211,6 +264,16 @@ def is_subagent(body: JSON) -> bool:
     return "cc_is_subagent=true" in system_text(body)
 
 
+# Side requests whose own prompt names them. 2.1.197's auto-mode classifier and the background-session
+# job label and job state requests (see the module docstring); checked before the generic rules below.
+_SYSTEM_MARKERS: dict[str, str] = {
+    "You are a security monitor for autonomous AI coding agents": "auto_mode_classifier",
+    "A user kicked off a Claude Code agent to do a coding task and walked away": "job_state",
+}
+_USER_MARKERS: dict[str, str] = {
+    "2-4 word lowercase label for this job": "job_label",
+}
+
 # Prompts that Claude Code's "forked agent" side queries append to a COPY of the main conversation (same
 # system prompt and tools, to reuse the prompt cache): only their last user text tells them apart.
 _FORK_MARKERS: dict[str, str] = {
@@ -224,10 +287,19 @@ _FORK_MARKERS: dict[str, str] = {
 def auxiliary_purpose(body: JSON) -> str | None:
     """Why Claude Code sent this /v1/messages request if it is a side request, else None.
 
-    Returns "probe" (max_tokens 1: quota/health check), "structured" (asks for JSON via
-    ``output_config.format``, e.g. the session title), "side_query" (offers no tools: title, bash-prefix
+    Returns one of the named purposes in ``_SYSTEM_MARKERS`` / ``_USER_MARKERS`` (auto-mode classifier, job
+    label, job state), "probe" (max_tokens 1: quota/health check), "structured" (asks for JSON via
+    ``output_config.format``, e.g. the session title), "side_query" (offers no tools: bash-prefix
     extraction, hook prompts...), or one of the forked-agent purposes in ``_FORK_MARKERS``.
     """
+    system = system_text(body)
+    for marker, purpose in _SYSTEM_MARKERS.items():
+        if marker in system:
+            return purpose
+    said = last_user_text(body)
+    for marker, purpose in _USER_MARKERS.items():
+        if marker in said:
+            return purpose
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, int) and max_tokens <= 1:
         return "probe"
@@ -235,7 +307,6 @@ def auxiliary_purpose(body: JSON) -> str | None:
         return "structured"
     if not body.get("tools"):
         return "side_query"
-    said = last_user_text(body)
     for marker, purpose in _FORK_MARKERS.items():
         if marker in said:
             return purpose
@@ -247,12 +318,23 @@ def is_auxiliary(body: JSON) -> bool:
     return auxiliary_purpose(body) is not None
 
 
-def auxiliary_reply(body: JSON) -> list[JSON]:
-    """A harmless answer to a side request, shaped so that Claude Code accepts it."""
+def auxiliary_reply(body: JSON, verdict: str = "not_flagged") -> list[JSON]:
+    """A harmless answer to a side request, shaped so that Claude Code accepts it. ``verdict`` decides what
+    2.1.197's auto-mode classifier says: "not_flagged" allows the tool call, anything else blocks it."""
+    purpose = auxiliary_purpose(body)
+    if purpose == "auto_mode_classifier":
+        if verdict == "not_flagged":
+            return [text("<block>no</block>")]
+        return [text("<block>yes</block><reason>[Test Rule] blocked by the scripted classifier</reason>")]
+    if purpose == "job_label":
+        return [text("test job")]
+    if purpose == "job_state":
+        state = {"state": "done", "detail": "test job finished", "tempo": "idle"}
+        return [text(json.dumps({**state, "output": {"result": "done"}}))]
     fmt = (body.get("output_config") or {}).get("format") or {}
     if fmt.get("type") == "json_schema":
         return [text(json.dumps(_sample_for_schema(fmt.get("schema") or {})))]
-    if auxiliary_purpose(body) == "compact":
+    if purpose == "compact":
         return [text("<analysis>Test.</analysis>\n<summary>Summary of the test conversation.</summary>")]
     return [text("OK")]
 
@@ -273,6 +355,23 @@ def _sample_for_schema(schema: JSON) -> Any:
     if "enum" in schema:
         return schema["enum"][0]
     return "Test session"
+
+
+def safeguard_results(body: JSON, blocks: Sequence[JSON], verdict: str | None) -> list[JSON] | None:
+    """The auto-mode verdicts 2.1.328 expects in the ``message_delta`` of a reply to a request that carries
+    ``safeguards`` (see the module docstring), or None when the request asked for none or ``verdict`` is None.
+
+    ``verdict``: "not_flagged" (every tool call of the reply may run), "flagged" (each is refused, "Blocked by
+    auto mode"), or "unsupported" (the server does not run the check: Claude Code cannot judge the calls).
+    """
+    safeguards = body.get("safeguards") or []
+    asked = any(isinstance(item, dict) and item.get("type") == "dangerous_tool_use" for item in safeguards)
+    if not asked or verdict is None:
+        return None
+    if verdict == "unsupported":
+        return [{"type": "dangerous_tool_use", "status": {"type": "unsupported"}}]
+    uses = {b["id"]: {"type": "evaluated", "outcome": verdict} for b in blocks if b.get("type") == "tool_use"}
+    return [{"type": "dangerous_tool_use", "status": {"type": "available", "tool_uses": uses}}]
 
 
 # --- responders ----------------------------------------------------------------------------------------
@@ -355,12 +454,15 @@ class FakeAnthropic:
 
     ``responder`` answers main-conversation AND subagent turns (use :func:`is_subagent` inside it to tell
     them apart); side requests get :func:`auxiliary_reply` and never reach it. It may be replaced at any
-    time: the next request uses the new one.
+    time: the next request uses the new one. ``auto_mode_verdict`` is what the auto-mode safety check says
+    about every tool call (both versions' forms, see :func:`safeguard_results`): "not_flagged" by default, so
+    tools run in auto mode, the default mode of the 2.1.328 TUI.
     """
 
     def __init__(self, responder: Responder | None = None) -> None:
         self.responder: Responder = responder or default_responder()
         self.responder_errors: list[BaseException] = []
+        self.auto_mode_verdict: str | None = "not_flagged"
         self._changed = threading.Condition()
         self._requests: list[RecordedRequest] = []
         self._server: ThreadingHTTPServer | None = None
@@ -465,7 +567,7 @@ class FakeAnthropic:
 
     def reply_for(self, kind: str, body: JSON) -> list[JSON] | ApiError:
         if kind == "auxiliary":
-            return auxiliary_reply(body)
+            return auxiliary_reply(body, self.auto_mode_verdict or "flagged")
         try:
             return as_blocks(self.responder(body))
         except Exception as exc:
@@ -535,7 +637,8 @@ class _Handler(BaseHTTPRequestHandler):
             # Record before answering: a test that sees the CLI react may rely on the request being there.
             kind, purpose = self.fake.classify(body)
             self._record(body, kind, purpose)
-            self._answer_messages(body, self.fake.reply_for(kind, body))
+            reply = self.fake.reply_for(kind, body)
+            self._answer_messages(body, reply, self.fake.auto_mode_verdict)
         elif path == "/v1/messages/count_tokens":
             self._record(body, "count_tokens")
             self._send_json(200, {"input_tokens": _estimate_tokens(body)})
@@ -547,11 +650,14 @@ class _Handler(BaseHTTPRequestHandler):
         error = api_error(404, "not_found_error", f"fakeapi: no route for {self.command} {self.path}")
         self._send_json(404, error.body())
 
-    def _answer_messages(self, body: JSON, reply: list[JSON] | ApiError) -> None:
+    def _answer_messages(self, body: JSON, reply: list[JSON] | ApiError, verdict: str | None) -> None:
         if isinstance(reply, ApiError):
             self._send_json(reply.status, reply.body(), reply.headers)
             return
         message = _message(str(body.get("model") or "claude-test"), reply)
+        verdicts = safeguard_results(body, reply, verdict)
+        if verdicts is not None:
+            message["safeguard_results"] = verdicts
         if body.get("stream"):
             self._stream(message)
         else:
@@ -607,12 +713,10 @@ def _sse_events(message: JSON) -> Iterator[tuple[str, JSON]]:
         yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": opening}
         yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
         yield "content_block_stop", {"type": "content_block_stop", "index": index}
-    yield (
-        "message_delta",
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-            "usage": {"output_tokens": message["usage"]["output_tokens"]},
-        },
-    )
+    # 2.1.328 reads the auto-mode verdicts from the delta that ends the message.
+    ending: JSON = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+    if "safeguard_results" in message:
+        ending["safeguard_results"] = message["safeguard_results"]
+    usage = {"output_tokens": message["usage"]["output_tokens"]}
+    yield "message_delta", {"type": "message_delta", "delta": ending, "usage": usage}
     yield "message_stop", {"type": "message_stop"}

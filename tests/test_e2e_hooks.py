@@ -11,6 +11,7 @@ import pytest
 
 from tests.agentdrun import wait_state
 from tests.claude_harness import (
+    ASKING_PERMISSION_MODE,
     TmuxServer,
     claude_env,
     has_permission_dialog,
@@ -140,8 +141,9 @@ def test_validate_accepts_what_real_sessions_wrote(
 
 @pytest.mark.tmux
 def test_interactive_session_in_tmux_idle_then_waiting(
-    claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path, tmux_server: TmuxServer
-) -> None:
+    claude_bin: str, claude_version: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
+    tmux_server: TmuxServer,
+) -> None:  # fmt: skip
     install_hooks(project_dir)
     fake_api.responder = Script([
         [text("Hello from the model.")],
@@ -149,7 +151,9 @@ def test_interactive_session_in_tmux_idle_then_waiting(
         [text("Done after approval.")],
     ])  # fmt: skip
     env = claude_env(fake_api, {"PATH": MINIMAL_PATH})
-    pane = start_claude(tmux_server, claude_bin, project_dir, env, args=())  # permissions are asked
+    # The mode that asks (2.1.328 starts in auto mode, which asks nobody).
+    args = ("--permission-mode", ASKING_PERMISSION_MODE[claude_version])
+    pane = start_claude(tmux_server, claude_bin, project_dir, env, args=args)
     wait_idle(pane)
 
     # A plain turn: idle afterwards, with where it runs in tmux.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -11,6 +13,8 @@ from typing import Any
 import pytest
 
 from tests.claude_harness import (
+    ASKING_PERMISSION_MODE,
+    DEFAULT_PERMISSION_MODE,
     Pane,
     TmuxServer,
     capture,
@@ -25,7 +29,17 @@ from tests.claude_harness import (
     wait_idle,
     write_settings,
 )
-from tests.fakeapi import FakeAnthropic, Script, api_error, default_responder, text, tool_results, tool_use
+from tests.fakeapi import (
+    FakeAnthropic,
+    Script,
+    always,
+    api_error,
+    default_responder,
+    text,
+    tool_results,
+    tool_use,
+    usage_limit,
+)
 
 
 def bash(command: str) -> dict[str, Any]:
@@ -127,10 +141,13 @@ def test_stop_hook_feedback_is_the_last_user_text(
 @pytest.mark.e2e
 def test_api_errors_reach_the_cli(claude_bin: str, fake_api: FakeAnthropic, project_dir: Path) -> None:
     env = claude_env(fake_api)
-    fake_api.responder = Script([api_error(400, "invalid_request_error", "bad thing")])
+    # Every attempt fails: 2.1.328 sends a turn refused with a 400 again, with fewer betas (2.1.197 does not).
+    fake_api.responder = always(api_error(400, "invalid_request_error", "bad thing"))
     failed = run_claude_p(claude_bin, project_dir, "hello", env)
-    assert failed.returncode != 0
-    assert "API Error: 400 bad thing" in failed.stdout
+    assert failed.returncode == 1
+    assert failed.stdout == "API Error: 400 bad thing\n"
+    attempts = fake_api.main_requests()
+    assert attempts and all(r.last_user_text == "hello" for r in attempts)
 
     # A 429 is retried by the CLI; the retry takes the next scripted reply.
     fake_api.responder = Script(
@@ -139,6 +156,50 @@ def test_api_errors_reach_the_cli(claude_bin: str, fake_api: FakeAnthropic, proj
     recovered = run_claude_p(claude_bin, project_dir, "hello", env)
     assert recovered.returncode == 0, recovered.stderr
     assert "Recovered." in recovered.stdout
+
+
+@pytest.mark.e2e
+def test_usage_limit_wording_depends_on_the_login(
+    claude_bin: str, claude_version: str, fake_api: FakeAnthropic, project_dir: Path
+) -> None:
+    fake_api.responder = always(usage_limit(int(time.time()) + 3600))
+    no_retries = {"CLAUDE_CODE_MAX_RETRIES": "0"}
+
+    api_key = run_claude_p(claude_bin, project_dir, "hello", claude_env(fake_api, no_retries))
+    subscriber = run_claude_p(
+        claude_bin, project_dir, "hello", claude_env(fake_api, no_retries, subscription=True)
+    )
+
+    assert api_key.returncode == subscriber.returncode == 1
+    assert api_key.stdout.startswith("API Error: Request rejected (429) · This request would exceed")
+    limit = "session" if claude_version == "2.1.197" else "5-hour"  # then "resets 1:23am (UTC)", local time
+    assert re.fullmatch(rf"You've hit your {limit} limit · resets \S+ \(\S+\)\n", subscriber.stdout)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("verdict", ["not_flagged", "flagged"])
+def test_auto_mode_safety_check_answers(
+    claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, verdict: str
+) -> None:
+    # A command that acceptEdits mode would not allow, so the safety check is asked: by a side request on
+    # 2.1.197, in the main request's safeguard_results on 2.1.328.
+    fake_api.auto_mode_verdict = verdict
+    fake_api.responder = Script([[bash("python3 -c \"open('out.txt', 'w').write('hi')\"")]])
+
+    done = run_claude_p(
+        claude_bin,
+        project_dir,
+        "go",
+        claude_env(fake_api),
+        ["--permission-mode", "auto"],
+        skip_permissions=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert (project_dir / "out.txt").exists() == (verdict == "not_flagged")
+    [result] = tool_results(fake_api.main_requests()[-1].body)
+    assert bool(result.get("is_error")) == (verdict == "flagged")
+    assert [r.last_user_text for r in fake_api.main_requests()] == ["go", ""]
 
 
 # --- interactive (tmux) ---------------------------------------------------------------------------------
@@ -167,12 +228,12 @@ def test_tui_prompt_reply_idle(
 @pytest.mark.e2e
 @pytest.mark.tmux
 def test_tui_permission_dialog(
-    claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, tmux_server: TmuxServer
+    claude_bin: str, claude_version: str, fake_api: FakeAnthropic, project_dir: Path, tmux_server: TmuxServer
 ) -> None:
     fake_api.responder = Script([[bash("echo hi > out.txt")]])
-    pane = _start(
-        tmux_server, claude_bin, project_dir, fake_api, args=()
-    )  # no --dangerously-skip-permissions
+    # The mode that asks ("manual" on 2.1.328, whose TUI defaults to auto mode: no dialog).
+    mode = ASKING_PERMISSION_MODE[claude_version]
+    pane = _start(tmux_server, claude_bin, project_dir, fake_api, args=("--permission-mode", mode))
 
     submit(pane, "please write the file")
 
@@ -181,6 +242,36 @@ def test_tui_permission_dialog(
     assert not is_idle(screen)
     assert not (project_dir / "out.txt").exists()
     assert "echo hi > out.txt" in capture(pane)
+
+
+@pytest.mark.e2e
+@pytest.mark.tmux
+def test_tui_default_permission_mode(
+    claude_bin: str,
+    claude_version: str,
+    fake_api: FakeAnthropic,
+    project_dir: Path,
+    tmux_server: TmuxServer,
+    tmp_path: Path,
+) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    write_settings(
+        project_dir,
+        {
+            "hooks": {
+                "UserPromptSubmit": [
+                    {"hooks": [{"type": "command", "command": f"cat >> {prompts}; echo >> {prompts}"}]}
+                ]
+            }
+        },
+    )
+    pane = _start(tmux_server, claude_bin, project_dir, fake_api, args=())
+
+    submit(pane, "hello")
+
+    wait_for_screen(pane, lambda s: "Hi there." in s and is_idle(s), what="the reply, then idle")
+    [payload] = read_jsonl(prompts)
+    assert payload["permission_mode"] == DEFAULT_PERMISSION_MODE[claude_version]
 
 
 # --- the fake server alone (no CLI) ---------------------------------------------------------------------
