@@ -80,6 +80,8 @@ def read(pid: object, directory: str | None = None) -> Entry | None:
         waiting_for=text("waitingFor"),
         version=text("version"),
         kind=text("kind"),
-        updated_at=updated / 1000.0 if isinstance(updated, (int, float)) and not isinstance(updated, bool) else None,
+        updated_at=updated / 1000.0
+        if isinstance(updated, (int, float)) and not isinstance(updated, bool)
+        else None,
         raw=doc,
     )

@@ -238,3 +238,50 @@ def test_after_a_crash_the_tasks_the_database_says_it_holds_are_adopted(
     pump(again, ccm_home, lambda: [c[0] for c in tasks.calls] == ["create", "create"], what="adopted")
     assert len(tasks.tasks) == 1  # the same local task: create is idempotent per attempt
     assert fence.read_lease(fence.lease_path(str(ccm_home), tid)).status == fence.HELD  # type: ignore[union-attr]
+
+
+def test_a_task_that_ends_while_the_database_is_down_is_reported_later_not_fenced(
+    pg_private: Any, ccm_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: list[FleetJob]
+) -> None:
+    from ccm_agentd.fleet import migrations
+
+    cluster: PgCluster = pg_private()
+    dsn = cluster.dsn()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrations.migrate(conn)
+    tid = add_task(dsn)
+    job, tasks = make_job(jobs, ccm_home, dsn, monkeypatch, projects={"web": str(tmp_path)}, lease_s=6.0)
+    pump(job, ccm_home, lambda: task_row(dsn, tid)["state"] == "starting")
+    (local_id,) = tasks.tasks
+    tasks.set(local_id, "running", session_id=SID)
+    pump(job, ccm_home, lambda: task_row(dsn, tid)["state"] == "running")
+    cluster.stop()
+    tasks.set(local_id, "done", reason="done marker", result={"turns": 1})
+    deadline = time.monotonic() + 7.0  # past the point a running agent would be fenced (2/3 of 6 s)
+    while time.monotonic() < deadline:
+        wake(job, ccm_home)
+        time.sleep(0.2)
+    assert [c[0] for c in tasks.calls] == ["create"]  # nothing stopped, nothing given back
+    cluster.start()
+    pump(job, ccm_home, lambda: task_row(dsn, tid)["state"] == "done", timeout=60, what="the end reported")
+    assert task_row(dsn, tid)["attempt"] == 1
+
+
+def test_a_claim_whose_local_task_was_never_made_is_adopted_after_a_restart(
+    fleet_db: str, ccm_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: list[FleetJob]
+) -> None:
+    tid = add_task(fleet_db)
+    job, _tasks = make_job(jobs, ccm_home, fleet_db, monkeypatch, projects={"web": str(tmp_path)})
+    pump(job, ccm_home, lambda: task_row(fleet_db, tid)["state"] == "starting")
+    job.close()
+    jobs.remove(job)
+    # As if killed after the claim and its lease file, before the local task was made.
+    leases = fence.LeaseFiles(str(ccm_home))
+    lease = leases.snapshot()[tid]
+    leases.forget(tid)
+    leases.renewed(tid, lease.attempt, fence.boot_clock(), lease.lease_until, system="a", lease_s=60,
+                   project="web")  # fmt: skip
+    fresh = FakeTasks()
+    again, _ = make_job(jobs, ccm_home, fleet_db, monkeypatch, local=fresh, projects={"web": str(tmp_path)})
+    pump(again, ccm_home, lambda: [c[0] for c in fresh.calls] == ["create"], what="made after the restart")
+    assert fence.LeaseFiles(str(ccm_home)).snapshot()[tid].local_id == f"L{tid}-1"

@@ -213,14 +213,18 @@ class FleetJob:
         self._send(task_id, attempt, "starting", None, {"local_id": local_id})
 
     def _reported(self, msg: Reported) -> None:
+        over = msg.state in TERMINAL or msg.state == "queued"  # this attempt's end, or giving the task back
         if msg.written is None:
             log.warning("fleet: the database refused %s for task %s attempt %d: a newer attempt holds it",
                         msg.state, msg.task_id, msg.attempt)  # fmt: skip
+            if over:  # the attempt is over here anyway: nothing runs that another could collide with
+                self.leases.end(msg.task_id, msg.attempt)
+                return
             self.leases.lost(msg.task_id, msg.attempt)
             self._stop(
                 msg.task_id, msg.attempt, f"fleet: attempt {msg.attempt} is stale (another holds the task)"
             )
-        elif msg.written in TERMINAL or msg.state == "queued":
+        elif over:
             self.leases.end(msg.task_id, msg.attempt)
 
     def _send(self, task_id: str, attempt: int, state: str, reason: str | None,
@@ -250,6 +254,11 @@ class FleetJob:
         """Act on one lease; when it next needs a look (boot clock), or None."""
         key = (lease.task_id, lease.attempt)
         local = self.local.get(lease.local_id) if lease.local_id else None
+        if lease.status == HELD and local is not None and local.state in TERMINAL:
+            # Ended here: nothing left to fence. Its end goes to the row when the database can be reached
+            # (renewals go on meanwhile, so the attempt stays this machine's).
+            self._sync(lease, local, w)
+            return None
         if lease.status == HELD:
             if now >= lease.stop_at:
                 silent = now - lease.renewed_at

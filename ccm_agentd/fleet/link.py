@@ -349,14 +349,17 @@ class Link:
             self.stats["renewals"] += 1
 
     def _adopt(self) -> None:
-        """After a (re)connect: tasks the database says we hold but no lease file knows (a crash between a
-        claim and its lease file) are announced again; lease files the database no longer backs are lost."""
+        """After a (re)connect: tasks the database says we hold without a local task (a crash between a
+        claim's commit and its lease file, or before its local task was made) are announced again; lease
+        files the database no longer backs are found lost by the renewal that follows at once."""
         assert self.conn is not None
         with self.deadline.on(self.conn, self.call_timeout):
             rows = claiming.held_by(self.conn, self.s.system)
-        known = self._held()
+        leases = self.leases.snapshot()
         for row in rows:
-            if known.get(row["id"]) != row["attempt"] and row["id"] not in self.leases.snapshot():
+            lease = leases.get(row["id"])
+            unmade = lease is not None and lease.attempt == row["attempt"] and not lease.local_id
+            if lease is None or lease.attempt < row["attempt"] or (unmade and lease.status == HELD):
                 sent = boot_clock()  # renewed at once below: until then the database's expiry stands
                 if self._record_claim(row, sent):
                     self._post(Claimed(row))
