@@ -411,6 +411,7 @@ class Link:
 
     def _ship(self, conn: psycopg.Connection[Any]) -> None:
         assert self.outbox is not None
+        started = boot_clock()
         with self._lock:
             wanted = set(self._changed)
             self._changed.clear()
@@ -436,8 +437,9 @@ class Link:
             if oldest is not None:
                 self.stats["lag_s"] = round(max(0.0, time.time() - oldest.timestamp()), 3)
             self.stats["backlog_bytes"], self.stats["backlog_sessions"] = self.outbox.backlog()
-        # The rate bound: the next batch no sooner than n / rate seconds from now.
-        self._next["ship"] = boot_clock() + n / self.s.ship_rate
+        # The rate bound: this batch's n records take n / rate seconds of the budget, counted from its start
+        # (the time spent reading and writing it is part of that budget, not added to it).
+        self._next["ship"] = started + n / self.s.ship_rate
 
     def _heartbeat(self, conn: psycopg.Connection[Any]) -> None:
         with self._lock:
