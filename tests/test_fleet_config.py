@@ -89,3 +89,56 @@ def test_describe_never_shows_the_password_and_a_bad_dsn_is_not_echoed() -> None
     with pytest.raises(CcmError) as err:
         fleetconf.parse(f"postgresql://me:{SECRET}@h:notaport/x?bogus=1")
     assert SECRET not in str(err.value)
+
+
+def test_the_listen_probe_tells_a_connection_notifications_reach_from_one_they_do_not(pg_dsn: str) -> None:
+    import psycopg
+
+    from ccm_agentd.fleet import connection
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert connection.probe_listen(conn, timeout=2.0)
+    # Inside a transaction nothing is delivered until it ends: the probe's NOTIFY never comes back in time,
+    # as through a transaction pooler.
+    with psycopg.connect(pg_dsn) as conn:
+        assert not connection.probe_listen(conn, timeout=0.5)
+
+
+def test_backoff_grows_with_jitter_and_starts_over() -> None:
+    import random
+
+    from ccm_agentd.fleet.connection import Backoff
+
+    b = Backoff(base=0.5, cap=15.0, rng=random.Random(7))
+    delays = [b.next() for _ in range(8)]
+    assert 0.25 <= delays[0] <= 0.5 and all(7.5 <= d <= 15.0 for d in delays[5:])
+    assert len({round(d, 6) for d in delays}) == len(delays)  # jittered
+    b.reset()
+    assert b.next() <= 0.5
+
+
+def test_a_call_to_a_peer_that_stopped_answering_ends_at_its_deadline(
+    pg_cluster: object, pg_dsn: str
+) -> None:
+    import time
+
+    import psycopg
+
+    from ccm_agentd.fleet.connection import Deadline
+    from tests.fleetrun import dsn_with
+    from tests.tcpproxy import tcp_proxy
+
+    port = pg_cluster.port  # type: ignore[attr-defined]
+    with tcp_proxy(("127.0.0.1", port)) as proxy:
+        dsn = dsn_with(pg_dsn, host="127.0.0.1", port=proxy.port, sslmode="disable")
+        deadline = Deadline()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            with deadline.on(conn, 1.0):
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            proxy.pause()  # packets still acknowledged; no answer ever comes
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError), deadline.on(conn, 1.0):
+                conn.execute("SELECT 1")
+            assert time.monotonic() - started < 5.0
+        deadline.close()
+        assert deadline.fired == 1
