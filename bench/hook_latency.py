@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ccm_hooks import settings_merge, shim  # noqa: E402
+from ccm_hooks.commands import settings_merge, shim  # noqa: E402
 
 PAYLOADS = REPO / "tests" / "fixtures" / "payloads"
 BUDGET = 2.0

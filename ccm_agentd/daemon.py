@@ -21,7 +21,9 @@ import signal
 import time
 from typing import Any
 
-from ccm_agentd import delivery, health, liveness, notify, panes, sdnotify
+from ccm_agentd import health, liveness, notify, panes, registry, sdnotify
+from ccm_agentd.delivery.deliverer import Deliverer
+from ccm_agentd.delivery.history import Item
 from ccm_agentd.jobs import Job, Notify, Wake
 from ccm_agentd.sessions import QueueView, SessionCache, Timers, sid_of
 from ccm_hooks import paths, store
@@ -52,7 +54,7 @@ class Daemon:
         self.cache = SessionCache(root)
         self.queue = QueueView(root)
         self.timers = Timers()
-        self.deliverer = delivery.Deliverer(root, self.tmux, self.counts)
+        self.deliverer = Deliverer(root, self.tmux, self.counts)
         self.settings = agentd_settings.AgentdSettings()
         self.notifier: notify.Notifier | None = None
         self.health = health.Health(root, self.started)
@@ -240,6 +242,8 @@ class Daemon:
         updated = parse_ts(st.get("updated_at")) or now
         if state in liveness.BUSY:
             due = min(due, updated + self.settings.stall_after_s)
+        if state in liveness.REGISTRY_WATCHED:
+            due = min(due, now + liveness.REGISTRY_LOOK_S)
         if state == "waiting":
             since = parse_ts(st.get("state_since")) or now
             notify_at = since + self.settings.waiting_notify_after_s
@@ -269,6 +273,11 @@ class Daemon:
         change = liveness.check(st, self.tmux, cfg, now)
         if change is None or change.get("state") == state:
             return None
+        return self._set_state(st, change)
+
+    def _set_state(self, st: dict[str, Any], change: dict[str, Any]) -> dict[str, Any] | None:
+        """Record what the daemon found (a ccm.state record), unless the session moved on meanwhile."""
+        sid = str(st.get("session_id"))
         new = store.append_ccm(self.root, sid, "ccm.state", {"set_state": change}, expect_seq=st.get("seq"))
         if new is not None:
             log.info("session %s: %s (%s)", sid[:8], change["state"], change.get("reason"))
@@ -279,11 +288,11 @@ class Daemon:
         sid = str(st.get("session_id"))
         items = self.deliverer.items_for(st, self.queue.items(sid))
         if st.get("state") == "rate_limited":
-            item = delivery.Item(
-                f"resume-{st.get('state_since')}", sid, self.settings.resume_prompt, "resume"
-            )
+            since = str(st.get("state_since") or "")
+            item = Item(f"resume-{since}", sid, self.settings.resume_prompt, "resume", since)
             jitter = self.jitter.setdefault(item.id, random.uniform(0, self.liveness_cfg.rate_limit_jitter_s))
-            resume = liveness.resume_due(st, jitter)
+            entry = registry.read(st.get("claude_pid"))
+            resume = liveness.resume_due(st, jitter, entry.version if entry is not None else None)
             if resume is not None and now < resume:
                 return resume
             items.append(item)

@@ -11,18 +11,23 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ccm_agentd import panes, screen
+from ccm_agentd import panes, registry, screen
 from ccm_hooks.statedir.timefmt import parse_ts
 
 BUSY = ("working", "processing")
 LOOKED_AT = (*BUSY, "stalled")  # states whose pane is read at each check: a turn may have ended unseen
-# Claude Code's usage-limit texts: "Claude usage limit reached|1732212000" (older), "5-hour limit reached ∙
-# resets 3pm", "You've hit your limit · resets 11:30am (Europe/Paris)", and API 429s.
-_LIMIT_RE = re.compile(r"usage limit|limit reached|hit your limit|rate.?limit|429", re.IGNORECASE)
+# States whose end no hook may announce (Esc, a dialog answered No or dismissed): Claude Code's registry is
+# read for them every REGISTRY_LOOK_S.
+REGISTRY_WATCHED = (*BUSY, "waiting", "stalled")
+REGISTRY_LOOK_S = 1.0
+SETTLED_S = 0.5  # the registry must have said idle this long: a Stop hook in flight lands first
+# Claude Code's own usage-limit notices (a claude.ai subscription): "You've hit your session limit · resets
+# 1:23am (UTC)" (2.1.197), "You've hit your 5-hour limit · resets ..." / "You've hit your limit · resets ..."
+# (2.1.328), "5-hour limit reached ∙ resets 3pm", "Claude AI usage limit reached|1732212000" (older).
 _NOTICE_RE = re.compile(
     r"^(?:Claude AI usage limit reached"
     r"|.{0,40}limit reached\s*[∙·|•]\s*resets"
-    r"|You've hit your (?:usage )?limit)"
+    r"|You've hit your (?:[\w-]+ )?limit)"
 )
 _EPOCH_RE = re.compile(r"\|(\d{10})\b")
 _RESETS_RE = re.compile(
@@ -47,13 +52,19 @@ def _limit_text(status: dict[str, Any]) -> str:
     return error if message in error else f"{error} {message}".strip()
 
 
-def is_rate_limit(status: dict[str, Any]) -> bool:
-    if status.get("state") == "error":
-        return bool(_LIMIT_RE.search(_limit_text(status)))
-    # A limit can also end a turn "normally": Claude Code shows its limit notice as the reply. Only the
-    # notice's own wording counts here; a reply that merely talks about rate limits must never be resumed.
+def usage_notice(status: dict[str, Any]) -> bool:
+    """The turn ended on Claude Code's own usage-limit notice (a claude.ai subscription's limit)."""
     message = str(status.get("last_assistant_message") or "")
-    return status.get("state") == "idle" and len(message) < 300 and bool(_NOTICE_RE.search(message))
+    return len(message) < 300 and bool(_NOTICE_RE.search(message))
+
+
+def is_rate_limit(status: dict[str, Any]) -> bool:
+    """A turn that ended on a usage or rate limit: StopFailure's error type ``rate_limit`` (any 429 the
+    API answered, after Claude Code's own retries), or Claude Code's usage-limit notice as the reply. Digits
+    in a message are no evidence: "API Error: 400 prompt is too long: 204291 tokens" is not a limit."""
+    if status.get("state") == "error":
+        return str(status.get("error") or "").startswith("rate_limit") or usage_notice(status)
+    return status.get("state") == "idle" and usage_notice(status)
 
 
 def reset_time(text: str, now: float, default_wait: float) -> float:
@@ -88,6 +99,29 @@ def reset_time(text: str, now: float, default_wait: float) -> float:
                 when += dt.timedelta(days=1)
             return when.timestamp()
     return now + default_wait
+
+
+def from_registry(status: dict[str, Any], entry: registry.Entry | None, now: float) -> dict[str, Any] | None:
+    """The ``set_state`` for a busy or waiting session that Claude Code's registry says is idle again.
+
+    No hook fires when a person presses Esc or answers a dialog No (spec/claude-versions.md); the registry
+    says ``idle`` within a fraction of a second. It is trusted only when it changed after the session's
+    state did (it may lag a new turn by a moment) and has stayed idle for a little while (a Stop hook that
+    is on its way lands first).
+    """
+    state = status.get("state")
+    if state not in REGISTRY_WATCHED or entry is None or entry.status != "idle" or entry.updated_at is None:
+        return None
+    if entry.session_id and entry.session_id != status.get("session_id"):
+        return None
+    since = parse_ts(status.get("state_since")) or now
+    if entry.updated_at <= since or now - entry.updated_at < SETTLED_S:
+        return None
+    if state == "waiting":
+        reason = "the dialog was answered No or dismissed: Claude Code is idle again (no hook fires)"
+    else:
+        reason = "interrupted: Claude Code is idle again and no Stop hook fired (Esc)"
+    return {"state": "idle", "reason": reason}
 
 
 def check(status: dict[str, Any], tmux: panes.Tmux, cfg: Config, now: float) -> dict[str, Any] | None:
@@ -148,10 +182,36 @@ def _lost(status: dict[str, Any], tmux: panes.Tmux) -> str | None:
     return None
 
 
-def resume_due(status: dict[str, Any], jitter: float) -> float | None:
-    """When to type the resume into a rate-limited session (epoch seconds)."""
+# Claude Code continues by itself 30 to 90 s after a claude.ai usage limit resets, from 2.1.234 on
+# (spec/claude-versions.md): ccm's one resume comes after that, and only if that did not happen.
+SELF_CONTINUE_SINCE = (2, 1, 234)
+SELF_CONTINUE_GRACE_S = 120.0
+
+
+def version_tuple(version: object) -> tuple[int, ...] | None:
+    if not isinstance(version, str):
+        return None
+    parts = version.split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) and parts else None
+
+
+def continues_by_itself(version: object) -> bool:
+    """Whether this Claude Code may continue at a usage limit's reset by itself. An unknown version is
+    taken to be the newest (spec/claude-versions.md: a version ccm has never seen)."""
+    parsed = version_tuple(version)
+    return parsed is None or parsed >= SELF_CONTINUE_SINCE
+
+
+def resume_due(status: dict[str, Any], jitter: float, version: object = None) -> float | None:
+    """When to type the resume into a rate-limited session (epoch seconds): after the reset plus the
+    jitter, and on a Claude Code that continues by itself, after the time it takes to do so. If it did, the
+    session is no longer rate limited (its own continue is a UserPromptSubmit) and nothing is typed."""
     when = parse_ts(status.get("resume_at"))
-    return None if when is None else when + jitter
+    if when is None:
+        return None
+    # Only a subscription's usage limit is continued by Claude Code itself, never an API key's 429.
+    grace = SELF_CONTINUE_GRACE_S if usage_notice(status) and continues_by_itself(version) else 0.0
+    return when + grace + jitter
 
 
 def is_headless(status: dict[str, Any]) -> bool:

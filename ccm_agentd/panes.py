@@ -9,10 +9,14 @@ default server by accident.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 
 import libtmux
+
+from ccm_agentd import screen
 
 _LINUX = sys.platform.startswith("linux")  # a variable, not a condition mypy narrows: both paths are real
 
@@ -59,12 +63,46 @@ class Tmux:
         out = self._cmd(socket, "capture-pane", "-p", "-t", pane)
         return None if out is None else "\n".join(out)
 
-    def type_text(self, socket: str, pane: str, text: str) -> bool:
-        """Type ``text`` literally (``send-keys -l``: no key names, no Enter)."""
-        return self._cmd(socket, "send-keys", "-t", pane, "-l", text) is not None
+    def view(self, socket: str, pane: str) -> screen.View | None:
+        """The pane's screen with attributes, and where the cursor is, from ONE tmux command list: the
+        server runs both commands without reading the pane's output in between, so they see one frame."""
+        fmt = "#{pane_dead}|#{pane_in_mode}|#{pane_width}|#{cursor_x}|#{cursor_y}"
+        out = self._cmd(
+            socket, "display-message", "-p", "-t", pane, fmt, ";", "capture-pane", "-p", "-e", "-t", pane
+        )
+        if not out:
+            return None
+        fields = out[0].split("|")
+        if len(fields) != 5 or not all(f.isdigit() for f in fields):
+            return None
+        dead, in_mode, width, x, y = (int(f) for f in fields)
+        return screen.View(out[1:], x, y, width, in_mode=bool(in_mode), dead=bool(dead))
+
+    def paste(self, socket: str, pane: str, text: str, buffer: str) -> bool:
+        """Put ``text`` into the pane as a bracketed paste (``load-buffer`` from stdin, ``paste-buffer -p``).
+
+        The text never passes through tmux's argument parser, which would take a final ``;`` for a command
+        separator and a leading ``-`` for flags (spec/typing.md); a short one-line paste reaches Claude
+        Code's input box exactly as typed text does.
+        """
+        tmux = self.tmux_bin or shutil.which("tmux") or "tmux"
+        try:
+            loaded = subprocess.run(
+                [tmux, "-S", socket, "load-buffer", "-b", buffer, "-"], input=text.encode("utf-8"),
+                capture_output=True, timeout=10,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        if loaded.returncode != 0:
+            return False
+        return self._cmd(socket, "paste-buffer", "-p", "-d", "-b", buffer, "-t", pane) is not None
+
+    def press(self, socket: str, pane: str, key: str) -> bool:
+        """Press one key by its tmux name (``Enter``, ``Escape``, ``C-u``)."""
+        return self._cmd(socket, "send-keys", "-t", pane, key) is not None
 
     def press_enter(self, socket: str, pane: str) -> bool:
-        return self._cmd(socket, "send-keys", "-t", pane, "Enter") is not None
+        return self.press(socket, pane, "Enter")
 
 
 def runs_claude(info: PaneInfo, claude_pid: object) -> bool:

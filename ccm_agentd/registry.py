@@ -68,6 +68,8 @@ def read(pid: object, directory: str | None = None) -> Entry | None:
     if not isinstance(doc, dict):
         return None
     updated = doc.get("statusUpdatedAt") or doc.get("updatedAt")
+    if not isinstance(updated, (int, float)) or isinstance(updated, bool):
+        updated = None
 
     def text(key: str) -> str | None:
         value = doc.get(key)

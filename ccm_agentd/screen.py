@@ -36,6 +36,7 @@ SELF_ACTING = ("Continuing automatically", "Continuing shortly", "Esc to cancel"
 HINTS = ("Resend your message to try again", "Once fixed, resend your message", "Run /rewind to go back",
          "Press up to edit queued messages")  # fmt: skip
 _SGR = re.compile(r"\x1b\[([0-9;:]*)m")
+_NAMED_RULE = re.compile(r"^─{3,} \S.{0,200} ─+$")
 _ANY_ESCAPE = re.compile(r"\x1b\[[0-9;:?]*[A-Za-z]")
 
 
@@ -96,6 +97,15 @@ def _is_rule(line: str, width: int | None) -> bool:
     return len(text) >= 20 and set(text) == {RULE}  # plain text of unknown width: a long rule at column 0
 
 
+def _is_top_rule(line: str, width: int | None) -> bool:
+    """The rule above the box; it carries the session's name when it has one (``claude --name``):
+    ``───── fix the parser ──``, still at column 0."""
+    if _is_rule(line, width):
+        return True
+    match = _NAMED_RULE.match(line.rstrip())
+    return match is not None and (not width or len(line.rstrip()) >= width - 2)
+
+
 def _hint(raw_first: str) -> str | None:
     """The box's first line, if all of its text is dim (a hint Claude drew), from ``-e`` attributes."""
     chars = _styled(raw_first)[2:]  # after the prompt and its no-break space
@@ -114,11 +124,12 @@ def read(view: View) -> Reading:
     lines = [plain(line) for line in view.lines]
     while lines and not lines[-1].strip():
         lines.pop()
-    rules = [i for i, line in enumerate(lines) if _is_rule(line, view.width)]
     last = next((line.strip() for line in reversed(lines) if line.strip()), "")
-    if len(rules) < 2:
+    rules = [i for i, line in enumerate(lines) if _is_rule(line, view.width)]
+    bottom = rules[-1] if rules else -1
+    top = next((i for i in range(bottom - 1, -1, -1) if _is_top_rule(lines[i], view.width)), -1)
+    if top < 0:
         return Reading("unknown", None, "", f"no input box on screen (a dialog?): {last[:120]!r}")
-    top, bottom = rules[-2], rules[-1]
     body = lines[top + 1 : bottom]
     footer = " ".join(line.strip() for line in lines[bottom + 1 :] if line.strip())
     if not body or not body[0].startswith(PROMPT):

@@ -22,6 +22,12 @@ if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null 2>&1 ||
         echo "dev-setup.sh: could not install systemd (optional); the unit's systemd-analyze test will skip" >&2
 fi
+# Optional: shells other systems use as /bin/sh, for the registered hook command's test (tests/test_shim.py
+# runs it under each one installed; dash and bash are always there).
+if ! command -v zsh >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends zsh mksh busybox >/dev/null 2>&1 ||
+        echo "dev-setup.sh: could not install zsh, mksh, busybox (optional); their hook command tests will skip" >&2
+fi
 # PostgreSQL for the fleet's tests: they start a private cluster of their own (tests/pgcluster.py), so only
 # the server's binaries are needed; the cluster apt may create and start is not used.
 pg_bindir() {

@@ -85,7 +85,9 @@ def _long_tool_turn(
     notified = ccm_home.parent / "notified.tsv"
     configure(ccm_home, notified, stall_after_s=stall_after_s)
     fake_api.responder = Script([
-        [tool_use("Bash", {"command": f"sleep {sleep}", "description": "a long step"})], [text(reply)],
+        # Not `sleep N`: 2.1.328 refuses a Bash call that starts with a long sleep (spec/claude-versions.md).
+        [tool_use("Bash", {"command": f"python3 -c 'import time; time.sleep({sleep})'",
+                           "description": "a long step"})], [text(reply)],
     ])  # fmt: skip
     pane = start_in_tmux(tmux_server, claude_bin, project_dir, fake_api)
     _start_daemon(agentd, stall_after_s=stall_after_s)
@@ -148,7 +150,8 @@ def test_esc_during_a_long_tool_is_interrupted_not_stalled(
         sleep=30, reply="Never said.", stall_after_s=3,
     )  # fmt: skip
     st = wait_state(ccm_home, sid, "working", timeout=15)
-    wait_for_screen(pane, lambda s: is_working(s) and "Running" in s, what="the tool running")
+    # The command shows in both renderers (2.1.328's fullscreen one draws no "Running…").
+    wait_for_screen(pane, lambda s: is_working(s) and "time.sleep" in s, what="the tool running")
     send_keys(pane, "Escape")
     pressed = time.time()
     wait_for_screen(pane, lambda s: is_idle(s) and "Interrupted" in s, timeout=10, what="the prompt back")
@@ -163,7 +166,8 @@ def test_esc_during_a_long_tool_is_interrupted_not_stalled(
     pre = next(i for i, r in enumerate(log) if r["event"] == "PreToolUse")
     # Esc fires no hook (no Stop, no PostToolUseFailure): after the PreToolUse only the daemon's record.
     assert [r["event"] for r in log[pre + 1 :]] == [*HOOK_EVENTS_ON_ESC, "ccm.state"]
-    assert _ts(log[-1]["ts"]) - _ts(log[pre]["ts"]) >= 3.0
+    # Claude Code's registry says idle at once: the daemon knows within seconds, not at the stall limit.
+    assert _ts(log[-1]["ts"]) - pressed < 3.0
     assert len(fake_api.main_requests()) == 1  # the tool's result never reached the model
 
     wait_for(lambda: notified_kinds(notified), timeout=5, what="a notification")

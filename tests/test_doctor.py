@@ -7,14 +7,17 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ccm_hooks.commands import doctor, installer, settings_merge, shim
+from ccm_hooks.commands import doctor, doctor_agentd, installer, settings_merge, shim
+from ccm_hooks.errors import CcmError
 
 CLI = shutil.which("ccm-hooks", path=os.path.dirname(sys.executable)) or "ccm-hooks"
 
@@ -91,9 +94,9 @@ def test_state_dir_missing_or_not_a_dir(
     code, lines = run_doctor(project, capsys)
     assert code == 1
     assert f"FIX  state dir {ccm_home} does not exist: run ccm-hooks install" in lines
-    ccm_home.write_text("oops")
-    _, lines = run_doctor(project, capsys)
-    assert any("is not a directory" in line for line in fixes(lines))
+    ccm_home.write_text("oops")  # one line, exit 1 (tests/test_installer.py runs the CLI)
+    with pytest.raises(CcmError, match=f"CCM_HOME={ccm_home} is a file, not a directory: point CCM_HOME at"):
+        doctor.doctor_cmd(project)
 
 
 def test_state_dir_open_to_others(healthy: Path, ccm_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -265,3 +268,164 @@ def test_watch_config_mistakes_are_named(
     config.write_text("[watch]\nenabled = true\n")
     code, lines = run_doctor(healthy, capsys)
     assert code == 0 and f"ok   watch defaults in {config}" in lines
+
+
+# --- whose files, the daemon, notifications, subdirectories -----------------------------------------
+
+
+def test_files_of_another_user_or_open_to_writes(
+    healthy: Path, ccm_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shim_file = ccm_home / "bin" / "ccm-hook"
+    ran = tmp_path / "ran"
+    shim_file.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    os.chown(shim_file, 65534, 65534)  # the tests run as root: a foreign uid is a chown away
+    config = ccm_home / "config.toml"
+    config.write_text("[watch]\nenabled = false\n")
+    os.chown(config, 65534, 65534)
+    code, lines = run_doctor(healthy, capsys)
+    assert code == 1
+    owner = "(uid 65534), not to you"
+    assert [line for line in fixes(lines) if owner in line] == [
+        f"FIX  {shim_file} belongs to nobody {owner}: "
+        "remove it (as its owner or root), then run ccm-hooks install",
+        f"FIX  {config} belongs to nobody {owner}: check it, then make it yours: "
+        "cp config.toml config.toml.new && mv config.toml.new config.toml",
+    ]
+    assert not ran.exists()  # doctor never runs a shim that may be someone else's
+    os.chown(shim_file, os.getuid(), os.getgid())
+    os.chown(config, os.getuid(), os.getgid())
+    (ccm_home / "bin").chmod(0o777)
+    _, lines = run_doctor(healthy, capsys)
+    bindir = ccm_home / "bin"
+    assert f"FIX  {bindir} is writable by others (mode 0777): run chmod go-w {bindir}" in lines
+    (ccm_home / "bin").chmod(0o700)
+    os.chown(ccm_home, 65534, 65534)
+    _, lines = run_doctor(healthy, capsys)
+    assert any(line.startswith(f"FIX  CCM_HOME={ccm_home} belongs to ") for line in lines)
+    os.chown(ccm_home, os.getuid(), os.getgid())
+
+
+def test_fifos_do_not_hang_doctor(healthy: Path, ccm_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = healthy / ".claude" / "settings.json"
+    settings.parent.mkdir()
+    for fifo in (settings, ccm_home / "config.toml", ccm_home / "log" / "hooks.log"):
+        fifo.parent.mkdir(exist_ok=True)
+        os.mkfifo(fifo)
+    code, lines = run_doctor(healthy, capsys)  # a blocking open would hang here
+    assert code == 1
+    assert f"FIX  {settings} is a FIFO (named pipe), not a regular file: move it aside" in lines
+    assert (
+        f"FIX  {ccm_home / 'config.toml'} is a FIFO (named pipe), not a regular file: move it aside" in lines
+    )
+    assert any(line.startswith(f"warn {ccm_home / 'log' / 'hooks.log'} is a FIFO") for line in lines)
+
+
+def test_agentd_running_or_not(
+    healthy: Path, ccm_home: Path, agentd: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, lines = run_doctor(healthy, capsys)
+    [line] = [line for line in lines if "ccm-agentd" in line]
+    assert line.startswith(f"warn ccm-agentd is not running for {ccm_home}: sessions are recorded, but")
+    assert line.endswith("start it: ccm-agentd install-service (or ccm-agentd run in a terminal)")
+    agentd.start()
+    _, lines = run_doctor(healthy, capsys)
+    [line] = [line for line in lines if "ccm-agentd" in line]
+    assert line.startswith(f"ok   ccm-agentd is running for {ccm_home} (pid {agentd.proc.pid}, heartbeat")
+    health = json.loads((ccm_home / "agentd" / "health.json").read_text())
+    agentd.proc.send_signal(signal.SIGSTOP)  # alive, holding its lock, but no longer beating
+    try:
+        health["heartbeat_at"] = "2020-01-01T00:00:00.000000Z"
+        (ccm_home / "agentd" / "health.json").write_text(json.dumps(health))
+        _, lines = run_doctor(healthy, capsys)
+        [line] = [line for line in lines if "ccm-agentd" in line]
+        assert line.startswith(
+            f"warn ccm-agentd (pid {agentd.proc.pid}) holds its lock but its last heartbeat"
+        )
+    finally:
+        agentd.proc.send_signal(signal.SIGCONT)
+
+
+def test_notifications(
+    healthy: Path, ccm_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    _, lines = run_doctor(healthy, capsys)
+    [line] = [line for line in lines if "notification is configured" in line]
+    assert line.startswith("warn no notification is configured, so nothing will be sent when a session needs")
+    assert (
+        "there is no desktop notifier here" in line
+        and f"under [agentd] in {ccm_home / 'config.toml'}" in line
+    )
+    (ccm_home / "config.toml").write_text('[agentd]\nnotify_commands = ["logger ccm"]\n')
+    _, lines = run_doctor(healthy, capsys)
+    assert f"ok   notifications: 1 notify_commands in {ccm_home / 'config.toml'}" in lines
+    (ccm_home / "config.toml").write_text("[agentd]\nnotify_desktop = false\n")
+    bindir = healthy.parent / "notifybin"
+    bindir.mkdir()
+    (bindir / "notify-send").write_text("#!/bin/sh\n")
+    (bindir / "notify-send").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("DISPLAY", ":0")
+    _, lines = run_doctor(healthy, capsys)
+    assert any(
+        line.startswith("warn no notification") and "(notify_desktop = false)" in line for line in lines
+    )
+    (ccm_home / "config.toml").write_text("")
+    assert doctor_agentd.desktop_notifier() == "notify-send"
+    _, lines = run_doctor(healthy, capsys)
+    assert any(line.startswith("ok   notifications: desktop (notify-send)") for line in lines)
+
+
+@pytest.mark.parametrize("git", [True, False], ids=["git-repo", "plain-dir"])
+def test_doctor_in_a_subdirectory_points_at_the_hooked_root(
+    project: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    git: bool,
+) -> None:
+    fake_claude(tmp_path, monkeypatch)
+    if git:
+        subprocess.run(["git", "init", "-q", str(project)], check=True)
+    quiet_install("project", project)
+    sub = project / "src" / "deep"
+    sub.mkdir(parents=True)
+    code, lines = run_doctor(sub, capsys)
+    settings = project / ".claude" / "settings.json"
+    assert code == 1
+    assert fixes(lines) == [
+        f"FIX  ccm hooks are installed in {settings}, but claude started in {sub} does not read it: "
+        "Claude Code takes project settings only from the directory it starts in; "
+        f"start claude in {project}, or run ccm-hooks install --scope user"
+    ]
+    quiet_install("user", project)
+    code, lines = run_doctor(sub, capsys)
+    assert code == 0
+    assert any(line.startswith(f"warn ccm hooks are installed in {settings}, but") for line in lines)
+    code, lines = run_doctor(project, capsys)
+    assert code == 0 and not any("claude started in" in line for line in lines)
+
+
+@pytest.mark.e2e
+def test_claude_started_in_a_subdirectory_does_not_run_the_roots_hooks(
+    claude_bin: str, fake_api: Any, project: Path, tmp_path: Path
+) -> None:
+    """What doctor's subdirectory line claims, checked on the real claude (git repository)."""
+    from tests.claude_harness import claude_env, run_claude_p
+
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    seen = tmp_path / "seen.txt"
+    hook = {"type": "command", "command": f'echo "$CLAUDE_PROJECT_DIR" >> {seen}'}
+    (project / ".claude").mkdir()
+    (project / ".claude" / "settings.json").write_text(
+        json.dumps({"hooks": {"SessionStart": [{"hooks": [hook]}]}})
+    )
+    sub = project / "sub"
+    sub.mkdir()
+    env = claude_env(fake_api)
+    assert run_claude_p(claude_bin, sub, "hi", env).returncode == 0
+    assert not seen.exists()
+    assert run_claude_p(claude_bin, project, "hi", env).returncode == 0
+    assert seen.read_text().splitlines() == [str(project)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shutil
@@ -289,6 +290,20 @@ MALFORMED = {
     "group_without_hooks": ('{"hooks": {"Stop": [{"command": "x"}]}}', 'without a "hooks" list'),
     "group_not_object": ('{"hooks": {"Stop": ["x"]}}', '"hooks"."Stop"[0] that is not an object'),
     "handler_not_object": ('{"hooks": {"Stop": [{"hooks": [1]}]}}', "that is not an object (found a number)"),
+    # Valid JSON (for Python's json module at least) that could not be written back exactly.
+    "lone_surrogate": ('{"env": {"X": "\\ud800"}}', "lone UTF-16 surrogate escape (\\ud800"),
+    "deep_nesting": (
+        '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        "deeper than 100 levels (line 1, column",
+    ),
+    "nan": ('{"x": NaN}', "is not valid JSON (line 1, column 7: Expecting value"),
+    "infinity": ('{"x": [1, -Infinity]}', "is not valid JSON (line 1, column 11: Expecting value"),
+    "bom": ('\ufeff{"x": 1}', "is not valid JSON (it starts with a byte order mark (BOM))"),
+    "duplicate_event": (
+        '{"hooks": {"Stop": [], "X": [], "Stop": [{"hooks": [{"command": "~/bin/ccm-hook Stop #ccm-hooks"}]}]'
+        "}}",
+        'has the key "Stop" twice in an object it must edit',
+    ),
 }
 
 
@@ -309,6 +324,206 @@ def test_malformed_file_refused_untouched(project: Path, ccm_home: Path, case: s
     assert f"then run ccm-hooks {command} again" in lines[0]
     assert path.read_text() == text and path.stat().st_mtime_ns == mtime
     assert not (ccm_home / "bin" / "ccm-hook").exists()
+
+
+def test_numbers_come_back_byte_for_byte(project: Path) -> None:
+    """1e400 must not become Infinity, nor 1E2 100.0: every number is written back as it was written."""
+    numbers = '"a": 1e400, "b": 1E2, "c": -0, "d": 1.50, "e": 0.1e1, "f": 1e-400, "g": 1234567890123456789012'
+    text = (
+        "{\n"
+        f'  "x": {{{numbers}}},\n'
+        '  "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "say hi", "timeout": 1E2}]}]},\n'
+        '  "y": [-0.0, 2E+3, 5]\n'
+        "}\n"
+    )
+    path = project / ".claude" / "settings.json"
+    path.parent.mkdir()
+    path.write_text(text)
+    assert run_cli("install", cwd=project).returncode == 0
+    after = path.read_text()
+    assert f"{{{numbers}}}" in after and "[-0.0, 2E+3, 5]" in after and '"timeout": 1E2}' in after
+    assert "Infinity" not in after and "100.0" not in after
+    json.loads(after)  # still JSON
+    assert run_cli("uninstall", cwd=project).returncode == 0
+    assert path.read_text() == text
+
+
+def test_install_changes_only_what_it_adds(project: Path) -> None:
+    """A hand-formatted file: every line outside ccm's additions keeps its bytes (escapes, alignment)."""
+    text = (
+        "{\n"
+        '    "model"  :  "opus",            \n'
+        '    "env" : { "A": "\\u00e9\\/x", "B":"1" },\n'
+        '    "hooks": {\n'
+        '        "Stop": [ { "hooks": [ { "type": "command", "command": "mine" } ] } ]\n'
+        "    }\n"
+        "}"
+    )
+    path = project / ".claude" / "settings.json"
+    path.parent.mkdir()
+    path.write_text(text)
+    assert installer.install_cmd("project", project, False) == 0
+    after = path.read_text()
+    removed = [ln[2:] for ln in difflib.ndiff(text.splitlines(), after.splitlines()) if ln.startswith("- ")]
+    # The only line that changes is the one ending the "Stop" array: our group joins it.
+    assert removed == ['        "Stop": [ { "hooks": [ { "type": "command", "command": "mine" } ] } ]']
+    assert '"Stop": [ { "hooks": [ { "type": "command", "command": "mine" } ] }, {' in after
+    assert after.splitlines()[:3] == text.splitlines()[:3] and not after.endswith("\n")
+    assert json.loads(after)["env"] == {"A": "é/x", "B": "1"}
+    assert installer.uninstall_cmd("project", project, False) == 0
+    assert path.read_text() == text
+
+
+def test_outdated_commands_are_upgraded_in_place(project: Path) -> None:
+    """A file installed by an older ccm (command without the ownership tests): one line per event."""
+    path = put(project, "full_featured.json")
+    installer.install_cmd("project", project, False)
+    current = path.read_text()
+    old_style = current.replace('[ -O \\"$h\\" ] && [ -O \\"${h%/*}\\" ] && ', "")
+    assert old_style.count("#ccm-hooks") == N_EVENTS and old_style != current
+    path.write_text(old_style)
+    assert all(len(c) == 1 for c in our_commands(json.loads(old_style)).values())  # still recognised
+    assert installer.install_cmd("project", project, False) == 0
+    diff = [
+        ln for ln in difflib.ndiff(old_style.splitlines(), path.read_text().splitlines()) if ln[:2] in "- + "
+    ]
+    assert len(diff) == 2 * N_EVENTS and all('"command": ' in ln for ln in diff)
+    assert path.read_text() == current
+    path.write_text(old_style)
+    assert installer.uninstall_cmd("project", project, False) == 0  # old ones are removed too
+    assert not our_commands(json.loads(path.read_text() or "{}"))
+
+
+@pytest.mark.parametrize("command", ["install", "uninstall", "install --dry-run"])
+def test_fifo_settings_refused_without_blocking(project: Path, ccm_home: Path, command: str) -> None:
+    path = project / ".claude" / "settings.json"
+    path.parent.mkdir()
+    os.mkfifo(path)
+    proc = run_cli(*command.split(), cwd=project)  # a blocking open would hit run_cli's 60 s timeout
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "is a FIFO (named pipe), not a regular file" in proc.stderr and "move it aside" in proc.stderr
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+    assert not (ccm_home / "bin" / "ccm-hook").exists()
+
+
+def test_symlink_to_something_not_regular_is_refused(project: Path, tmp_path: Path) -> None:
+    path = project / ".claude" / "settings.json"
+    path.parent.mkdir()
+    fifo = tmp_path / "a-fifo"
+    os.mkfifo(fifo)
+    for target, kind in ((fifo, "a FIFO (named pipe)"), (Path("/dev/null"), "a character device")):
+        path.unlink(missing_ok=True)
+        path.symlink_to(target)
+        proc = run_cli("install", cwd=project)
+        assert proc.returncode == 1 and f"(a link to {target}) is {kind}, not a regular file" in proc.stderr
+        assert path.is_symlink()
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+@pytest.mark.parametrize("command", ["install", "uninstall"])
+def test_read_only_is_respected(project: Path, ccm_home: Path, what: str, command: str) -> None:
+    """chmod a-w on the file, or on its directory, means hands off (for root too: the mode bits count)."""
+    path = put(project, "full_featured.json")
+    if command == "uninstall":
+        installer.install_cmd("project", project, False)
+    before, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    locked = path if what == "file" else path.parent
+    mode = stat.S_IMODE(locked.stat().st_mode)
+    locked.chmod(mode & ~0o222)
+    try:
+        proc = run_cli(command, cwd=project)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        reason = "is read-only (mode 0444)" if what == "file" else f"is in a read-only directory ({locked}"
+        assert reason in proc.stderr and f"chmod u+w {locked}" in proc.stderr
+        assert f"ccm-hooks {command} --dry-run prints it" in proc.stderr
+        assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
+        dry = run_cli(command, "--dry-run", cwd=project)  # shows what to do by hand
+        assert dry.returncode == 0 and "#ccm-hooks" in dry.stdout
+    finally:
+        locked.chmod(mode)
+    assert run_cli(command, cwd=project).returncode == 0
+
+
+def test_new_file_in_read_only_project_is_refused(project: Path) -> None:
+    project.chmod(0o555)
+    try:
+        proc = run_cli("install", cwd=project)
+    finally:
+        project.chmod(0o755)
+    assert proc.returncode == 1 and f"is in a read-only directory ({project}, mode 0555)" in proc.stderr
+    assert not (project / ".claude").exists()
+
+
+@pytest.mark.parametrize("command", ["install", "uninstall", "doctor"])
+def test_ccm_home_pointing_at_a_file(project: Path, tmp_path: Path, command: str) -> None:
+    not_a_dir = tmp_path / "ccm-home-file"
+    not_a_dir.write_text("x")
+    proc = subprocess.run(
+        [CLI, command],
+        cwd=project,
+        env={**os.environ, "CCM_HOME": str(not_a_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (
+        f"ccm-hooks: CCM_HOME={not_a_dir} is a file, not a directory: "
+        "point CCM_HOME at a directory (or unset it to use ~/.ccm)\n"
+    )
+
+
+def test_state_dir_of_another_user_or_open_to_others_is_refused(project: Path, ccm_home: Path) -> None:
+    ccm_home.mkdir(mode=0o700)
+    os.chown(ccm_home, 65534, 65534)  # the tests run as root: a foreign uid is a chown away
+    proc = run_cli("install", cwd=project)
+    assert proc.returncode == 1 and f"CCM_HOME={ccm_home} belongs to " in proc.stderr
+    assert "(uid 65534), not to you, so ccm will not use it" in proc.stderr
+    assert not (project / ".claude").exists() and not (ccm_home / "bin").exists()
+    os.chown(ccm_home, os.getuid(), os.getgid())
+    ccm_home.chmod(0o777)
+    proc = run_cli("install", cwd=project)
+    assert (
+        proc.returncode == 1
+        and f"is writable by others (mode 0777): run chmod go-w {ccm_home}" in proc.stderr
+    )
+    ccm_home.chmod(0o700)
+    assert run_cli("install", cwd=project).returncode == 0
+
+
+def test_everything_ccm_creates_is_private(project: Path, ccm_home: Path, tmp_path: Path) -> None:
+    """Under the loosest umask: state-dir files 0600 (the shim 0700, it is run), directories 0700."""
+    script = (
+        "import os, subprocess, sys\n"
+        "os.umask(0)\n"
+        "for args in (['install'], ['install', '--scope', 'local'], ['uninstall'],"
+        " ['watch', 'on', '--global'], ['watch', 'on', '--project', '.'], ['watch', 'off', '--global']):\n"
+        f"    subprocess.run([{CLI!r}, *args], check=True, stdout=subprocess.DEVNULL)\n"
+    )
+    put(project, "full_featured.json")
+    subprocess.run([sys.executable, "-c", script], cwd=project, check=True, timeout=120)
+    seen = 0
+    for dirpath, _, filenames in os.walk(ccm_home):
+        assert stat.S_IMODE(os.stat(dirpath).st_mode) == 0o700, dirpath
+        for name in filenames:
+            mode = stat.S_IMODE(os.lstat(os.path.join(dirpath, name)).st_mode)
+            assert mode == (0o700 if name == "ccm-hook" else 0o600), (dirpath, name, oct(mode))
+            seen += 1
+    assert seen >= 6  # shim, locks, backups, original, config.toml, its snapshot
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o000, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_new_settings_file_and_dir_modes(project: Path, umask: int, file_mode: int, dir_mode: int) -> None:
+    """Like Claude's own: 0644 and 0755 at most, less what the umask takes (never world-writable)."""
+    old = os.umask(umask)
+    try:
+        assert installer.install_cmd("project", project, False) == 0
+    finally:
+        os.umask(old)
+    path = project / ".claude" / "settings.json"
+    assert stat.S_IMODE(path.stat().st_mode) == file_mode
+    assert stat.S_IMODE(path.parent.stat().st_mode) == dir_mode
 
 
 def test_not_utf8_refused(project: Path) -> None:

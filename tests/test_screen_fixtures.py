@@ -242,3 +242,19 @@ def test_plain_text_alone_never_reads_a_non_idle_screen_as_idle(path: Path) -> N
     idle = screen.read_text(path.read_text()).verdict == "idle"
     if label(path.stem) != "idle" or path.stem in VERDICTS:
         assert not idle
+
+
+@pytest.mark.parametrize(
+    "name", ["2.1.328/idle_after_reply", "2.1.197/idle_after_reply", "2.1.328/working_model_no_tool"]
+)
+def test_a_named_session_s_rule_still_bounds_the_box(name: str) -> None:
+    """``claude --name X`` (ccm's task agents) draws the name into the rule above the box."""
+    path = SCREENS / f"{name}.txt"
+    view = view_of(path)
+    width = meta(path)["width"]
+    lines = list(view.lines)
+    rules = [i for i, line in enumerate(lines) if screen.plain(line).rstrip() == "─" * width]
+    named = "─" * 4 + " fix the parser " + "─" * (width - 4 - len(" fix the parser "))
+    lines[rules[-2]] = named
+    reading = screen.read(screen.View(lines, view.cursor_x, view.cursor_y, width))
+    assert reading.verdict == screen.read(view).verdict

@@ -238,3 +238,83 @@ def test_install_rewrites_shim_even_when_settings_unchanged(project: Path, ccm_h
     assert proc.returncode == 0
     assert "already installed" in proc.stdout and f"wrote hook shim {path}" in proc.stdout
     assert path.exists() and settings.stat().st_mtime_ns == mtime
+
+
+# --- whose shim runs --------------------------------------------------------------------------------
+
+FAKE_SHIM = '#!/bin/sh\necho "ran $1" >> "$MARK"\n'
+SHELLS = {  # what /bin/sh is on Debian (dash), on macOS (bash in POSIX mode; zsh on request), elsewhere
+    "dash": ["dash", "-c"],
+    "bash-posix": ["bash", "--posix", "-c"],
+    "bash": ["bash", "-c"],
+    "zsh-sh": ["zsh", "--emulate", "sh", "-c"],
+    "busybox": ["busybox", "sh", "-c"],
+    "mksh": ["mksh", "-c"],
+}
+
+
+def fake_state_dir(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "state"
+    shim_file = root / "bin" / "ccm-hook"
+    shim_file.parent.mkdir(parents=True, mode=0o700)
+    shim_file.write_text(FAKE_SHIM)
+    shim_file.chmod(0o700)
+    return root, tmp_path / "ran.txt"
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_registered_command_runs_only_a_shim_of_the_user(tmp_path: Path, shell: str) -> None:
+    """[ -O ] on the shim and on bin/: a file (or directory) of another user is never executed."""
+    argv = SHELLS[shell]
+    if shutil.which(argv[0]) is None:
+        if shell in ("dash", "bash"):
+            raise AssertionError(f"{argv[0]} is missing")
+        pytest.skip(f"{argv[0]} not installed")
+    root, mark = fake_state_dir(tmp_path)
+    shim_file = root / "bin" / "ccm-hook"
+    cmd = settings_merge.hook_command("Stop")
+
+    def run() -> tuple[int, bytes, bytes, str]:
+        env = ["env", "-i", f"HOME={tmp_path}", f"CCM_HOME={root}", f"PATH={MINIMAL_PATH}", f"MARK={mark}"]
+        proc = subprocess.run([*env, *argv, cmd], capture_output=True, timeout=30, check=False)
+        ran = mark.read_text() if mark.exists() else ""
+        mark.unlink(missing_ok=True)
+        return proc.returncode, proc.stdout, proc.stderr, ran
+
+    assert run() == (0, b"", b"", "ran Stop\n")
+    os.chown(shim_file, 65534, 65534)  # the tests run as root: another user's file is a chown away
+    assert run() == (0, b"", b"", "")
+    os.chown(shim_file, os.getuid(), os.getgid())
+    os.chown(shim_file.parent, 65534, 65534)
+    assert run() == (0, b"", b"", "")
+    os.chown(shim_file.parent, os.getuid(), os.getgid())
+    shim_file.unlink()
+    assert run() == (0, b"", b"", "")
+
+
+@pytest.mark.parametrize("what", ["shim", "bin"])
+def test_shim_writable_by_others_refuses_to_run(ccm_home: Path, tmp_path: Path, what: str) -> None:
+    """What [ -O ] cannot see: the shim or bin/ open to writes by others. The shim checks itself."""
+    path = shim.write_shim(ccm_home)
+    (path if what == "shim" else path.parent).chmod(0o770 if what == "bin" else 0o720)
+    payload = (PAYLOADS / "PreToolUse__Bash.json").read_bytes()
+    env = {"HOME": os.environ["HOME"], "CCM_HOME": str(ccm_home), "PATH": MINIMAL_PATH}
+    proc = run_as_claude(settings_merge.hook_command("PreToolUse"), payload, env, tmp_path)
+    assert proc.returncode == 0 and proc.stdout == b""
+    bad = path if what == "shim" else path.parent
+    assert proc.stderr == f"ccm-hook: not run: {bad} is not yours alone; run ccm-hooks doctor\n".encode()
+    assert not list(ccm_home.glob("events/*.jsonl"))  # the handler never ran
+
+
+def test_install_refuses_a_bin_dir_of_another_user(ccm_home: Path, tmp_path: Path) -> None:
+    (ccm_home / "bin").mkdir(parents=True)
+    os.chown(ccm_home / "bin", 65534, 65534)
+    project = tmp_path / "p"
+    project.mkdir()
+    proc = subprocess.run(
+        [CLI, "install"], cwd=project, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert f"{ccm_home / 'bin'} belongs to " in proc.stderr
+    assert "(uid 65534), not a directory of yours: remove it, then run ccm-hooks install again" in proc.stderr
+    assert not (project / ".claude").exists()

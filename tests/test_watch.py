@@ -380,11 +380,11 @@ def test_watch_on_for_a_project_and_globally_writes_config_toml(ccm_home: Path, 
     config = tomllib.loads((ccm_home / "config.toml").read_text())
     assert config["projects"][str(project.resolve())]["watch"] == {"max_turns": 4, "enabled": True}
     assert oct((ccm_home / "config.toml").stat().st_mode & 0o777) == "0o600"
-    # Comments do not survive tomli-w; the previous file does, byte for byte.
+    # Hand edits survive (tests/test_config.py has the whole story).
     original = (ccm_home / "config.toml").read_text() + "# my note\n"
     (ccm_home / "config.toml").write_text(original)
     assert _ccm("watch", "on", "--global", "--no-progress", "3").returncode == 0
-    assert (ccm_home / "config.toml.bak").read_text() == original
+    assert (ccm_home / "config.toml").read_text().startswith(original)
     config = tomllib.loads((ccm_home / "config.toml").read_text())
     assert config["watch"] == {"no_progress_turns": 3, "enabled": True}
 

@@ -154,14 +154,56 @@ def validate(
 @app.command()
 def send(
     session: Annotated[str, typer.Argument(help="Session id or unique prefix.")],
-    text: Annotated[str, typer.Argument(help="The prompt, one line.")],
+    text: Annotated[
+        str, typer.Argument(help="The prompt: one line of printable text, at most 800 characters.")
+    ],
+    command: Annotated[
+        bool, typer.Option("--command", help="TEXT is a /command or !command, typed as such on purpose.")
+    ] = False,
 ) -> None:
     """Queue a prompt for a session; ccm-agentd types it into the session's tmux pane once it is idle."""
 
     def call() -> int:
         from ccm_hooks.commands import send as send_mod
 
-        return send_mod.send_cmd(session, text)
+        return send_mod.send_cmd(session, text, command)
+
+    raise typer.Exit(run_command(call))
+
+
+queue_app = typer.Typer(
+    invoke_without_command=True,
+    help="Prompts queued with `send`: what waits, and why; cancel one.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(queue_app, name="queue")
+
+
+@queue_app.callback()
+def queue_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of the pending items.")] = False,
+) -> None:
+    """List the pending prompts: session, age, attempts, and why each is not typed yet."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def call() -> int:
+        from ccm_hooks.commands import send as send_mod
+
+        return send_mod.queue_cmd(as_json)
+
+    raise typer.Exit(run_command(call))
+
+
+@queue_app.command("cancel")
+def queue_cancel(item: Annotated[str, typer.Argument(help="The item id `ccm-hooks queue` shows.")]) -> None:
+    """Take a pending prompt out of the queue (refused once ccm-agentd has begun typing it)."""
+
+    def call() -> int:
+        from ccm_hooks.commands import send as send_mod
+
+        return send_mod.queue_cancel_cmd(item)
 
     raise typer.Exit(run_command(call))
 

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ccm_hooks import paths
-from ccm_hooks.commands import installer, settings_merge, shim
+from ccm_hooks.commands import installer, jsontext, settings_merge, shim
 from ccm_hooks.errors import CcmError
+from ccm_hooks.statedir import editfile
 
 TESTED_CLAUDE = (2, 1)  # the major.minor the hook facts in docs were verified against
 CLAUDE_TIMEOUT = 5.0
@@ -50,8 +51,11 @@ class Report:
 
 
 def doctor_cmd(project: Path) -> int:
-    report = Report()
     root = paths.state_dir()
+    problem = shim.state_dir_problem(root)
+    if problem is not None and os.path.exists(root) and not os.path.isdir(root):
+        raise CcmError(problem)  # nothing below can be checked: one line, exit 1
+    report = Report()
     project_dir = Path(project).expanduser().resolve()
     check_state_dir(report, root)
     check_scopes(report, project_dir)
@@ -60,6 +64,10 @@ def doctor_cmd(project: Path) -> int:
     check_tmux(report)
     check_log(report, root)
     check_watch_config(report, root)
+    from ccm_hooks.commands import doctor_agentd
+
+    doctor_agentd.check_agentd(report, root)
+    doctor_agentd.check_notify(report, root)
     return 1 if report.failed else 0
 
 
@@ -68,7 +76,14 @@ def check_watch_config(report: Report, root: str) -> None:
     from ccm_hooks import watch
 
     path = watch.config_path(root)
-    if not os.path.exists(path):
+    if shim.state_dir_problem(root) is not None:
+        return  # said by check_state_dir; compiling would write a snapshot into a dir not ours alone
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if not stat.S_ISREG(st.st_mode):  # reading a FIFO would hang doctor (and every handler)
+        report.fix(f"{path} is {editfile.kind_of(st.st_mode)}, not a regular file: move it aside")
         return
     try:
         snapshot = watch.compile_config(root)
@@ -91,6 +106,11 @@ def check_state_dir(report: Report, root: str) -> None:
         report.fix(f"state dir {root} is not a directory: move it aside, then run ccm-hooks install")
         return
     mode = stat.S_IMODE(st.st_mode)
+    foreign = shim.ownership_problems(root)
+    for problem in foreign:
+        report.fix(problem)
+    if foreign:
+        return
     # Events hold prompts, commands and file paths: nobody else should read them.
     if mode & 0o077:
         report.fix(f"state dir {root} is open to others (mode {mode:04o}): run chmod 700 {shlex.quote(root)}")
@@ -106,50 +126,89 @@ def _install_hint(scope: str, project: Path) -> str:
     return f"ccm-hooks install --scope {scope} --project {shlex.quote(str(project))}"
 
 
+def _read_settings(path: Path) -> settings_merge.Settings | None:
+    """The settings at ``path`` (None: no file). Raises CcmError with a one-line reason, never blocks."""
+    try:
+        snap = editfile.read(os.path.realpath(path))
+    except editfile.NotRegular as exc:
+        raise CcmError(f"{path} is {exc.kind}, not a regular file: move it aside") from None
+    except (OSError, editfile.TooLarge) as exc:
+        raise CcmError(f"cannot read {path} ({exc}); fix it, then run ccm-hooks doctor again") from None
+    if snap.raw is None:
+        return None
+    try:
+        text = snap.raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CcmError(f"{path} is not UTF-8 text (byte {exc.start}); fix it or move it aside") from None
+    return settings_merge.parse(text, str(path), "doctor")
+
+
 def check_scopes(report: Report, project: Path) -> None:
     """Which scopes hold our entries, whether they are current, and whether every event is covered."""
     covered: set[str] = set()
-    files: list[Path] = []
+    in_project = False
     for scope in ("user", "project", "local"):
         try:
             path = installer.settings_path(scope, project)
+            doc = _read_settings(path)
         except CcmError as exc:
             report.fix(str(exc))
             continue
-        files.append(path)
         label = f"{scope} scope ({path})"
-        try:
-            text = path.read_text("utf-8")
-        except FileNotFoundError:
+        if doc is None:
             report.ok(f"{label}: no file, no ccm hooks")
-            continue
-        except (OSError, UnicodeDecodeError) as exc:
-            report.fix(f"{label}: cannot read it ({exc}); fix it, then run ccm-hooks doctor again")
-            continue
-        try:
-            doc = settings_merge.parse(text, str(path), "doctor")
-        except CcmError as exc:
-            report.fix(str(exc))
             continue
         counts = settings_merge.count_ours(doc)
         if not counts:
             report.ok(f"{label}: no ccm hooks")
-        elif settings_merge.install(doc) != doc:
+        elif not jsontext.same(settings_merge.install(doc), doc):
             # Ours but not what this version writes (older ccm, hand edits, missing events).
             report.fix(f"{label}: ccm hooks are outdated or incomplete: run {_install_hint(scope, project)}")
         else:
             report.ok(f"{label}: {sum(counts.values())} ccm hooks")
         covered.update(e for e in counts if e in settings_merge.EVENTS)
+        in_project = in_project or (scope != "user" and bool(counts))
         if doc.get("disableAllHooks") is True:
             report.fix(f'{label}: "disableAllHooks": true turns every hook off: remove it from {path}')
     missing = [e for e in settings_merge.EVENTS if e not in covered]
+    above = None if in_project else _hooked_parent(project)
+    if above is not None:
+        # Verified with claude 2.1.197 and 2.1.328, in git repositories and plain directories alike.
+        where = (
+            f"ccm hooks are installed in {above}, but claude started in {project} does not read it: "
+            f"Claude Code takes project settings only from the directory it starts in"
+        )
+        if missing:
+            report.fix(
+                f"{where}; start claude in {above.parent.parent}, or run {_install_hint('user', project)}"
+            )
+        else:
+            report.warn(f"{where} (sessions started here are recorded through the user scope)")
     if not covered:
-        report.fix(f"ccm hooks are not installed in any scope: run {_install_hint('user', project)}")
+        if above is None:
+            report.fix(f"ccm hooks are not installed in any scope: run {_install_hint('user', project)}")
     elif missing:
         report.fix(f"events with no ccm hook: {', '.join(missing)}: run {_install_hint('project', project)}")
     else:
         report.ok(f"all {len(settings_merge.EVENTS)} events have a ccm hook")
     _check_managed(report)
+
+
+def _hooked_parent(project: Path) -> Path | None:
+    """The nearest settings file above ``project`` holding ccm hooks (not the user's own settings)."""
+    user = installer.settings_path("user", project)
+    for parent in project.parents:
+        for name in ("settings.json", "settings.local.json"):
+            path = parent / ".claude" / name
+            if path == user:
+                continue
+            try:
+                doc = _read_settings(path)
+            except CcmError:
+                continue
+            if doc is not None and settings_merge.count_ours(doc):
+                return path
+    return None
 
 
 def _check_managed(report: Report) -> None:
@@ -166,7 +225,12 @@ def _check_managed(report: Report) -> None:
 def check_shim(report: Report, root: str) -> None:
     path = shim.shim_path(root)
     fix_cmd = "run ccm-hooks install"
+    if shim.ownership_problems(root):
+        return  # said by check_state_dir; a shim that may not be the user's is never run
     try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            report.fix(f"hook shim {path} is not a regular file: remove it, then {fix_cmd}")
+            return
         text = path.read_text("utf-8")
     except FileNotFoundError:
         report.fix(f"hook shim {path} is missing, so every hook does nothing: {fix_cmd}")
@@ -269,10 +333,17 @@ def check_tmux(report: Report) -> None:
 def check_log(report: Report, root: str) -> None:
     log = Path(paths.hooks_log_path(root))
     try:
-        st = log.stat()
-        with log.open("rb") as fh:
-            fh.seek(max(0, st.st_size - LOG_TAIL_BYTES))
-            tail = fh.read().decode("utf-8", "replace")
+        fd = os.open(log, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                report.warn(f"{log} is {editfile.kind_of(st.st_mode)}, not a regular file: move it aside")
+                return
+            tail = os.pread(fd, LOG_TAIL_BYTES, max(0, st.st_size - LOG_TAIL_BYTES)).decode(
+                "utf-8", "replace"
+            )
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         report.ok("no hook errors logged")
         return

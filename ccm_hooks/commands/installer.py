@@ -1,36 +1,35 @@
 """``ccm-hooks install`` / ``uninstall``: the file side of editing Claude Code settings (spec/settings.md).
 
-The edits themselves are pure functions in ``settings_merge``; this module finds the file, locks it,
-keeps backups and the pre-install original, and writes atomically.
+The edits themselves are pure functions in ``settings_merge`` (written back by splicing, so what ccm did
+not change keeps its bytes); this module finds the file, locks it, keeps backups and the pre-install
+original, and replaces it with ``statedir.editfile`` (regular files only, read-only respected, compare
+and swap against programs that do not take our lock, such as Claude Code itself).
 """
 
 from __future__ import annotations
 
-import datetime
 import difflib
-import hashlib
-import json
 import os
-import re
-import stat
+import random
+import shlex
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ccm_hooks import paths
-from ccm_hooks.commands import settings_merge, shim
+from ccm_hooks.commands import jsontext, settings_backup, settings_merge, shim
 from ccm_hooks.errors import CcmError
+from ccm_hooks.statedir import editfile
 
 SCOPES = ("project", "local", "user")
-NEW_FILE_MODE = 0o644  # what Claude Code itself creates settings files with
-KEEP_BACKUPS = 20
+NEW_FILE_MODE = 0o644  # what Claude Code itself creates settings files with (less what the umask removes)
 LOCK_TIMEOUT = 30.0  # seconds; an install takes milliseconds, so waiting this long means a stuck process
-ORIGINAL = "original.json"
-ORIGINAL_ABSENT = "original.absent"
-_BACKUP_RE = re.compile(r"\d{8}T\d{6}\.\d{6}Z(-\d+)?\.json")
+CONTENDED_S = 10.0  # give up when another program rewrites the file faster than we can swap, for this long
+# A file that does not parse (or is empty) is read again after this, in case it was caught half-written.
+SETTLE_S = 0.05
 
 
 def settings_path(scope: str, project: Path) -> Path:
@@ -51,22 +50,12 @@ def real_target(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def slug(target: Path) -> str:
-    """A readable, collision-free file name for a settings file (letters, digits, dashes only).
-
-    The hash keeps ``/a/b-c`` and ``/a/b/c`` apart; the readable part is clipped so the name stays short.
-    """
-    text = os.fspath(target)
-    readable = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[-80:].lstrip("-")
-    return f"{readable}-{hashlib.sha256(text.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
+slug = settings_backup.slug
+backup_dir = settings_backup.backup_dir
 
 
 def lock_path(state_root: str, target: Path) -> Path:
     return Path(paths.locks_dir(state_root)) / f"settings-{slug(target)}.lock"
-
-
-def backup_dir(state_root: str, target: Path) -> Path:
-    return Path(paths.backups_dir(state_root)) / slug(target)
 
 
 @contextmanager
@@ -94,151 +83,70 @@ def settings_lock(state_root: str, target: Path) -> Iterator[None]:
 
 @dataclass
 class Loaded:
-    raw: bytes | None  # None: the file does not exist
+    snap: editfile.Snapshot
     text: str
+    tree: jsontext.Tree | None  # None: no file, or only whitespace
     doc: settings_merge.Settings
 
+    @property
+    def raw(self) -> bytes | None:
+        return self.snap.raw
 
-def _load(path: Path, target: Path, action: str) -> Loaded:
+
+def _label(path: Path, target: Path) -> str:
+    return str(path) if path == target else f"{path} (a link to {target})"
+
+
+def _read(path: Path, target: Path, action: str) -> editfile.Snapshot:
+    again = f"then run ccm-hooks {action} again"
     try:
-        raw: bytes | None = target.read_bytes()
-    except FileNotFoundError:
-        raw = None
-    except IsADirectoryError:
-        raise CcmError(
-            f"{path} is a directory, not a settings file; move it aside, then run ccm-hooks {action} again"
-        ) from None
+        return editfile.read(os.fspath(target))
+    except editfile.NotRegular as exc:
+        if exc.kind == "a directory":
+            problem = "is a directory, not a settings file"
+        else:
+            problem = f"is {exc.kind}, not a regular file, so ccm-hooks will not read or replace it"
+        raise CcmError(f"{_label(path, target)} {problem}; move it aside, {again}") from None
+    except editfile.TooLarge as exc:
+        raise CcmError(f"{exc}: that is not a settings file; move it aside, {again}") from None
     except OSError as exc:
-        raise CcmError(
-            f"cannot read {path}: {exc.strerror}; fix its permissions, then run ccm-hooks {action} again"
-        ) from None
-    if raw is None:
-        return Loaded(None, "", {})
+        raise CcmError(f"cannot read {path}: {exc.strerror}; fix its permissions, {again}") from None
+
+
+def _parse(path: Path, snap: editfile.Snapshot, action: str) -> Loaded:
+    if snap.raw is None:
+        return Loaded(snap, "", None, {})
     try:
-        text = raw.decode("utf-8")
+        text = snap.raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CcmError(
             f"{path} is not UTF-8 text (byte {exc.start}); "
             f"fix it or move it aside, then run ccm-hooks {action} again"
         ) from None
-    return Loaded(raw, text, settings_merge.parse(text, str(path), action))
+    tree = settings_merge.parse_tree(text, str(path), action)
+    return Loaded(snap, text, tree, {} if tree is None else tree.value)
 
 
-def _atomic_write(target: Path, data: bytes, like: Path | None) -> None:
-    """Replace ``target`` with ``data`` via a temp file in the same directory (so os.replace is atomic).
-
-    Mode (and owner, when root edits someone else's file) come from the file being replaced.
-    """
-    try:
-        st: os.stat_result | None = os.stat(like) if like is not None else None
-    except FileNotFoundError:
-        st = None
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".ccm-tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), stat.S_IMODE(st.st_mode) if st else NEW_FILE_MODE)
-            if st is not None and os.geteuid() == 0:
-                os.fchown(fh.fileno(), st.st_uid, st.st_gid)
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename is still done
-    finally:
-        os.close(fd)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    paths.ensure_dir(os.fspath(path.parent))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)  # mkstemp already made it 0600: settings may hold tokens in "env"
-
-
-def _backup(state_root: str, target: Path, raw: bytes) -> Path:
-    """Copy ``raw`` to a new timestamped file, keep the newest ``KEEP_BACKUPS``; return its path."""
-    bdir = backup_dir(state_root, target)
-    paths.ensure_dir(os.fspath(bdir))
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    dest = bdir / f"{stamp}.json"
-    n = 0
-    while dest.exists():  # two changes in one microsecond: keep both
-        n += 1
-        dest = bdir / f"{stamp}-{n}.json"
-    _write_private(dest, raw)
-    # Names sort in time order (fixed-width UTC stamps), so the oldest are first.
-    backups = sorted(p for p in bdir.iterdir() if _BACKUP_RE.fullmatch(p.name))
-    for old in backups[:-KEEP_BACKUPS]:
-        old.unlink(missing_ok=True)
-    return dest
-
-
-@dataclass
-class Original:
-    raw: bytes | None  # None: the settings file did not exist before the first install
-    created_dir: str | None  # a directory the first install created (only when raw is None)
-
-
-def _save_original(state_root: str, target: Path, raw: bytes | None, created_dir: str | None) -> None:
-    """Remember the content before the FIRST install; later installs keep the first record."""
-    bdir = backup_dir(state_root, target)
-    if (bdir / ORIGINAL).exists() or (bdir / ORIGINAL_ABSENT).exists():
-        return
-    if raw is not None:
-        _write_private(bdir / ORIGINAL, raw)
-        return
-    if created_dir is None and _created_by_ccm(state_root, target.parent):
-        # .claude/ made by the install of the sibling scope: whichever uninstall empties it removes it.
-        created_dir = os.fspath(target.parent)
-    _write_private(bdir / ORIGINAL_ABSENT, json.dumps({"created_dir": created_dir}).encode() + b"\n")
-
-
-def _created_by_ccm(state_root: str, directory: Path) -> bool:
-    for marker in Path(paths.backups_dir(state_root)).glob(f"*/{ORIGINAL_ABSENT}"):
+def _load(path: Path, target: Path, action: str) -> Loaded:
+    """Read and parse. A file that does not parse, or is empty, is read again after a moment and taken as
+    it is only once it holds still: another program may have been caught halfway through writing it."""
+    give_up = time.monotonic() + CONTENDED_S
+    snap = _read(path, target, action)
+    while True:
+        error: CcmError | None = None
         try:
-            if json.loads(marker.read_text("utf-8")).get("created_dir") == os.fspath(directory):
-                return True
-        except (OSError, ValueError, AttributeError):
-            continue
-    return False
-
-
-def _load_original(state_root: str, target: Path) -> Original | None:
-    bdir = backup_dir(state_root, target)
-    try:
-        return Original((bdir / ORIGINAL).read_bytes(), None)
-    except FileNotFoundError:
-        pass
-    try:
-        info = json.loads((bdir / ORIGINAL_ABSENT).read_text("utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-    created = info.get("created_dir") if isinstance(info, dict) else None
-    return Original(None, created if isinstance(created, str) else None)
-
-
-def _forget_original(state_root: str, target: Path) -> None:
-    bdir = backup_dir(state_root, target)
-    for name in (ORIGINAL, ORIGINAL_ABSENT):
-        (bdir / name).unlink(missing_ok=True)
+            loaded = _parse(path, snap, action)
+            if snap.raw is None or snap.raw.strip():
+                return loaded
+        except CcmError as exc:
+            error = exc
+        time.sleep(SETTLE_S)
+        again = _read(path, target, action)
+        if again.unchanged(snap) or time.monotonic() > give_up:
+            if error is not None:
+                raise error
+            return loaded
+        snap = again
 
 
 def _state_root() -> str:
@@ -247,6 +155,9 @@ def _state_root() -> str:
         # Hooks expand $CCM_HOME in the session's cwd, which moves: a relative one would point elsewhere.
         raise CcmError(f"CCM_HOME={env} is a relative path; set it to an absolute one")
     root = paths.state_dir()
+    problem = shim.state_dir_problem(root)
+    if problem is not None:
+        raise CcmError(problem)
     try:
         paths.ensure_layout(root)
     except OSError as exc:
@@ -273,12 +184,121 @@ def _write_error(path: Path, exc: OSError) -> CcmError:
 # --- commands -------------------------------------------------------------------------------------
 
 
-def _install_text(loaded: Loaded) -> str | None:
-    """The new file text, or None when the file already holds exactly our entries."""
+@dataclass
+class _Plan:
+    new_bytes: bytes | None  # None: delete the file
+    how: str = ""  # for uninstall's message
+    removed: int = 0
+    created_dir: str | None = None  # uninstall: the directory to remove if the deletion empties it
+
+
+def _render(path: Path, loaded: Loaded, doc: settings_merge.Settings, action: str) -> bytes:
+    try:
+        return settings_merge.render(doc, loaded.text, loaded.tree).encode("utf-8")
+    except jsontext.CannotRoundTrip as exc:
+        problem = settings_merge.cannot_round_trip(exc)
+        raise CcmError(
+            f"{path} {problem}; fix it or move it aside, then run ccm-hooks {action} again"
+        ) from None
+
+
+def _plan_install(path: Path, loaded: Loaded) -> _Plan | None:
+    """The new bytes, or None when the file already holds exactly our entries."""
     new_doc = settings_merge.install(loaded.doc)
-    if loaded.raw is not None and new_doc == loaded.doc:
+    if loaded.raw is not None and jsontext.same(new_doc, loaded.doc):
         return None
-    return settings_merge.dumps(new_doc, settings_merge.detect_style(loaded.text))
+    return _Plan(_render(path, loaded, new_doc, "install"))
+
+
+def _refuse_read_only(path: Path, target: Path, loaded: Loaded, action: str) -> None:
+    found = editfile.read_only_reason(loaded.snap)
+    if found is not None:
+        reason, where = found
+        raise CcmError(
+            f"{_label(path, target)} {reason}, and ccm-hooks leaves read-only files alone: run "
+            f"chmod u+w {shlex.quote(where)} and ccm-hooks {action} again, or make the change by hand "
+            f"(ccm-hooks {action} --dry-run prints it)"
+        )
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def _next_write(target: Path) -> None:
+    """Wait (briefly) for the other writer's next write, so the retry starts right after one: a program
+    that rewrites a file in a loop pauses after each write, and that pause is our best window."""
+
+    def ident() -> tuple[int, ...]:
+        try:
+            st = os.lstat(target)
+        except OSError:
+            return ()
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    start = ident()
+    deadline = time.monotonic() + random.uniform(0.05, 0.1)
+    while time.monotonic() < deadline and ident() == start:
+        time.sleep(0.001)
+
+
+@dataclass
+class _Done:
+    loaded: Loaded  # what the file held when it was replaced
+    plan: _Plan | None  # None: nothing to change
+    backup: Path | None = None
+    created_dir: str | None = None
+
+
+def _edit(root: str, path: Path, target: Path, action: str, plan: Callable[[Loaded], _Plan | None]) -> _Done:
+    """Read, plan, and swap the result in, again from the top whenever another program changed the file
+    in the meantime (``editfile.Changed``), for at most ``CONTENDED_S`` seconds. The backup of what was
+    replaced is written after the swap, to keep the read-to-swap window short."""
+    give_up = time.monotonic() + CONTENDED_S
+    created_dir: str | None = None  # kept across attempts: a retry finds the directory already there
+    while True:
+        loaded = _load(path, target, action)
+        todo = plan(loaded)
+        if todo is None:
+            return _Done(loaded, None)
+        _refuse_read_only(path, target, loaded, action)
+        done = _Done(loaded, todo)
+        try:
+            if todo.new_bytes is None:
+                editfile.remove(loaded.snap)
+            else:
+                if loaded.raw is None and not target.parent.is_dir():
+                    target.parent.mkdir(mode=0o755, parents=True)  # as Claude's own, less the umask
+                    created_dir = os.fspath(target.parent)
+                done.created_dir = created_dir
+                editfile.replace(loaded.snap, todo.new_bytes, NEW_FILE_MODE & ~_umask())
+        except editfile.Changed:
+            if time.monotonic() > give_up:
+                raise CcmError(
+                    f"{path} kept changing for {CONTENDED_S:.0f}s while ccm-hooks {action} tried to edit it "
+                    f"(another program is rewriting it); run ccm-hooks {action} again when it is idle"
+                ) from None
+            _next_write(target)
+            continue
+        except editfile.Displaced as exc:
+            kept = settings_backup.take(root, target, exc.data)
+            raise CcmError(
+                f"another program wrote {path} at the very moment ccm-hooks {action} replaced it; that "
+                f"version is saved as {kept}: compare, then run ccm-hooks {action} again"
+            ) from None
+        except OSError as exc:
+            raise _write_error(path, exc) from None
+        if loaded.raw is not None:
+            try:
+                done.backup = settings_backup.take(root, target, loaded.raw)
+            except OSError as exc:
+                raise CcmError(
+                    f"changed {path}, but could not keep a backup of it under {paths.backups_dir(root)}: "
+                    f"{exc.strerror}"
+                ) from None
+        return done
 
 
 def install_cmd(scope: str, project: Path, dry_run: bool) -> int:
@@ -287,17 +307,18 @@ def install_cmd(scope: str, project: Path, dry_run: bool) -> int:
     n = len(settings_merge.EVENTS)
     if dry_run:
         loaded = _load(path, target, "install")
-        new_text = _install_text(loaded)
-        if new_text is None:
+        todo = _plan_install(path, loaded)
+        if todo is None or todo.new_bytes is None:
             print(f"already installed in {path}, nothing to change")
         else:
-            _print_diff(path, loaded.text if loaded.raw is not None else "", new_text)
+            _print_diff(path, loaded.text if loaded.raw is not None else "", todo.new_bytes.decode("utf-8"))
             print(f"dry run: would install {n} hooks in {path}; nothing written", file=sys.stderr)
         return 0
     root = _state_root()
     with settings_lock(root, target):
-        loaded = _load(path, target, "install")  # re-read under the lock: another writer may have been first
-        new_text = _install_text(loaded)
+        loaded = _load(path, target, "install")  # refuse what we cannot edit before writing anything
+        if _plan_install(path, loaded) is not None:
+            _refuse_read_only(path, target, loaded, "install")
         # The shim first: once the settings name it, a running claude (it re-reads settings) may exec it.
         try:
             shim_file = shim.write_shim(root)
@@ -306,50 +327,35 @@ def install_cmd(scope: str, project: Path, dry_run: bool) -> int:
                 f"cannot write the hook shim under {paths.bin_dir(root)}: {exc.strerror}; fix its permissions"
             ) from None
         print(f"wrote hook shim {shim_file} (python: {shim.current_python()})")
-        if new_text is None:
+        done = _edit(root, path, target, "install", lambda loaded: _plan_install(path, loaded))
+        if done.plan is None:
             print(f"already installed in {path}, nothing to change")
             return 0
-        created_dir: str | None = None
-        try:
-            if not target.parent.is_dir():
-                target.parent.mkdir(parents=True)
-                created_dir = os.fspath(target.parent)
-            backup = _backup(root, target, loaded.raw) if loaded.raw is not None else None
-            _save_original(root, target, loaded.raw, created_dir)
-            _atomic_write(target, new_text.encode("utf-8"), target if loaded.raw is not None else None)
-        except OSError as exc:
-            raise _write_error(path, exc) from None
-    if backup is None:
+        settings_backup.save_original(root, target, done.loaded.raw, done.created_dir)
+    if done.backup is None:
         print(f"created {path} with {n} ccm hooks")
     else:
-        print(f"installed {n} ccm hooks in {path} (backup: {backup})")
+        print(f"installed {n} ccm hooks in {path} (backup: {done.backup})")
     return 0
 
 
-@dataclass
-class _UninstallPlan:
-    removed: int
-    new_bytes: bytes | None  # None: delete the file
-    how: str
-    created_dir: str | None = None
-
-
-def _plan_uninstall(root: str | None, target: Path, loaded: Loaded) -> _UninstallPlan:
+def _plan_uninstall(root: str | None, path: Path, target: Path, loaded: Loaded) -> _Plan | None:
+    if loaded.raw is None or not settings_merge.count_ours(loaded.doc):
+        return None
     cleaned, removed = settings_merge.uninstall(loaded.doc)
-    original = _load_original(root, target) if root is not None else None
+    original = settings_backup.load_original(root, target) if root is not None else None
     want = settings_merge.normalized(cleaned)
     if original is not None and original.raw is None and want == {}:
         how = "deleted it (it did not exist before install)"
-        return _UninstallPlan(removed, None, how, original.created_dir)
+        return _Plan(None, how, removed, original.created_dir)
     if original is not None and original.raw is not None:
         try:
             before = settings_merge.parse(original.raw.decode("utf-8"), "original", "uninstall")
         except (UnicodeDecodeError, CcmError):
             before = None
-        if before is not None and settings_merge.normalized(before) == want:
-            return _UninstallPlan(removed, original.raw, "restored it as it was before install")
-    new_text = settings_merge.dumps(cleaned, settings_merge.detect_style(loaded.text))
-    return _UninstallPlan(removed, new_text.encode("utf-8"), "kept everything else")
+        if before is not None and jsontext.same(settings_merge.normalized(before), want):
+            return _Plan(original.raw, "restored it as it was before install", removed)
+    return _Plan(_render(path, loaded, cleaned, "uninstall"), "kept everything else", removed)
 
 
 def uninstall_cmd(scope: str, project: Path, dry_run: bool) -> int:
@@ -357,33 +363,31 @@ def uninstall_cmd(scope: str, project: Path, dry_run: bool) -> int:
     target = real_target(path)
     if dry_run:
         loaded = _load(path, target, "uninstall")
-        root = paths.state_dir()
-        if loaded.raw is None or not settings_merge.count_ours(loaded.doc):
+        todo = _plan_uninstall(paths.state_dir(), path, target, loaded)
+        if todo is None:
             print(f"no ccm hooks in {path}, nothing to change")
             return 0
-        plan = _plan_uninstall(root, target, loaded)
-        _print_diff(path, loaded.text, None if plan.new_bytes is None else plan.new_bytes.decode("utf-8"))
-        print(f"dry run: would remove {plan.removed} ccm hooks from {path}; nothing written", file=sys.stderr)
+        new = None if todo.new_bytes is None else todo.new_bytes.decode("utf-8")
+        _print_diff(path, loaded.text, new)
+        print(f"dry run: would remove {todo.removed} ccm hooks from {path}; nothing written", file=sys.stderr)
         return 0
     root = _state_root()
     with settings_lock(root, target):
-        loaded = _load(path, target, "uninstall")
-        if loaded.raw is None or not settings_merge.count_ours(loaded.doc):
-            _forget_original(root, target)  # stale: the user removed our entries by hand
+        done = _edit(
+            root, path, target, "uninstall", lambda loaded: _plan_uninstall(root, path, target, loaded)
+        )
+        settings_backup.forget_original(root, target)  # done, or stale: the user removed our entries by hand
+        if done.plan is None:
             print(f"no ccm hooks in {path}, nothing to change")
             return 0
-        plan = _plan_uninstall(root, target, loaded)
-        try:
-            backup = _backup(root, target, loaded.raw)
-            if plan.new_bytes is None:
-                target.unlink()
-                if plan.created_dir and Path(plan.created_dir) == target.parent:
-                    with suppress(OSError):  # not empty: something else lives there now, keep it
-                        target.parent.rmdir()
-            else:
-                _atomic_write(target, plan.new_bytes, target)
-        except OSError as exc:
-            raise _write_error(path, exc) from None
-        _forget_original(root, target)
-    print(f"removed {plan.removed} ccm hooks from {path}; {plan.how} (backup: {backup})")
+        if (
+            done.plan.new_bytes is None
+            and done.plan.created_dir
+            and Path(done.plan.created_dir) == target.parent
+        ):
+            try:
+                target.parent.rmdir()
+            except OSError:
+                pass  # not empty: something else lives there now, keep it
+    print(f"removed {done.plan.removed} ccm hooks from {path}; {done.plan.how} (backup: {done.backup})")
     return 0

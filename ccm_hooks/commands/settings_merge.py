@@ -9,9 +9,9 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from ccm_hooks.commands import jsonsplice, jsontext
 from ccm_hooks.errors import CcmError
 
 Settings = dict[str, Any]
@@ -47,11 +47,17 @@ _OURS_RE = re.compile(r"bin/ccm-hook\b.*#ccm-hooks\s*\Z", re.DOTALL)
 def hook_command(event: str) -> str:
     """The shell command registered for ``event``.
 
-    No absolute path (project settings are committed and a teammate's ccm lives elsewhere), nothing beyond
-    POSIX sh (Claude runs it with ``/bin/sh -c``: dash on Debian), and a silent exit 0 when the per-user
-    shim is absent, so a teammate without ccm sees nothing at all.
+    No absolute path (project settings are committed and a teammate's ccm lives elsewhere), a silent
+    exit 0 when the per-user shim is absent, and nothing run unless the shim and its directory belong to
+    the user running Claude: ``[ -O ]`` (owned by the effective uid) is not in POSIX, but dash, bash,
+    zsh, mksh and busybox sh all have it (a /bin/sh without it fails the test: exit 0, nothing run).
+    Claude runs the command with ``/bin/sh -c``. Older ccm versions registered the same command without
+    the two ``-O`` tests; ``is_ours`` recognises both, so ``install`` upgrades them in place.
     """
-    return f'h="${{CCM_HOME:-$HOME/.ccm}}/{SHIM_RELATIVE}"; [ -x "$h" ] && exec "$h" {event}; exit 0 {MARKER}'
+    return (
+        f'h="${{CCM_HOME:-$HOME/.ccm}}/{SHIM_RELATIVE}"; [ -O "$h" ] && [ -O "${{h%/*}}" ] && [ -x "$h" ] '
+        f'&& exec "$h" {event}; exit 0 {MARKER}'
+    )
 
 
 def our_group(event: str) -> Settings:
@@ -73,23 +79,38 @@ def is_ours(handler: object) -> bool:
 # --- parsing and validation -----------------------------------------------------------------------
 
 
+def parse_tree(text: str, label: str, action: str = "install") -> jsontext.Tree | None:
+    """Parse settings text keeping its layout; None for a file holding only whitespace (it counts as ``{}``).
+
+    Raises a one-line ``CcmError`` naming ``label`` if the text is not usable: not JSON, not an object,
+    a "hooks" section we could not edit without guessing, or something we could not write back exactly.
+    """
+    if not text.strip():
+        return None
+    try:
+        tree = jsontext.parse(text)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        if text.startswith("\ufeff"):
+            where = "it starts with a byte order mark (BOM)"
+        raise _malformed(label, f"is not valid JSON ({where})", action) from None
+    except jsontext.CannotRoundTrip as exc:
+        raise _malformed(label, cannot_round_trip(exc), action) from None
+    doc = tree.value
+    if not isinstance(doc, dict):
+        raise _malformed(label, f"is not a JSON object at the top level (found {_kind(doc)})", action)
+    check(doc, label, action)
+    return tree
+
+
 def parse(text: str, label: str, action: str = "install") -> Settings:
-    """Parse settings text; raise a one-line ``CcmError`` naming ``label`` if it is not usable.
+    """The settings document of ``text`` (``{}`` for whitespace); see ``parse_tree`` for the refusals.
 
     A file holding only whitespace counts as ``{}``: it holds no settings, and refusing would make the
     user delete an empty file by hand for no benefit.
     """
-    if not text.strip():
-        return {}
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        raise _malformed(label, f"is not valid JSON ({where})", action) from None
-    if not isinstance(doc, dict):
-        raise _malformed(label, f"is not a JSON object at the top level (found {_kind(doc)})", action)
-    check(doc, label, action)
-    return doc
+    tree = parse_tree(text, label, action)
+    return {} if tree is None else dict(tree.value)
 
 
 def check(doc: Settings, label: str, action: str = "install") -> None:
@@ -113,6 +134,10 @@ def check(doc: Settings, label: str, action: str = "install") -> None:
                 if not isinstance(handler, dict):
                     problem = f'has {where}[{i}]."hooks"[{j}] that is not an object (found {_kind(handler)})'
                     raise _malformed(label, problem, action)
+
+
+def cannot_round_trip(exc: jsontext.CannotRoundTrip) -> str:
+    return f"{exc.problem} (line {exc.lineno}, column {exc.colno}), which ccm-hooks cannot write back exactly"
 
 
 def _malformed(label: str, problem: str, action: str) -> CcmError:
@@ -170,13 +195,21 @@ def _strip_event(groups: list[Any]) -> tuple[list[Any], int | None]:
     return out, first
 
 
+def _with_own_hooks(doc: Settings) -> Settings:
+    """A copy of ``doc`` whose "hooks" may be changed freely; the rest is shared (never changed here)."""
+    new = dict(doc)
+    if "hooks" in new:
+        new["hooks"] = copy.deepcopy(new["hooks"])
+    return new
+
+
 def install(doc: Settings) -> Settings:
     """``doc`` with exactly one ccm group per registered event, everything else untouched.
 
     Existing ccm groups are replaced where they stand; missing ones are appended; ccm entries under events
     no longer registered (an older ccm) are removed.
     """
-    new = copy.deepcopy(doc)
+    new = _with_own_hooks(doc)
     hooks: dict[str, Any] = new.setdefault("hooks", {})
     for event in list(hooks):
         groups, first = _strip_event(hooks[event])
@@ -198,7 +231,7 @@ def uninstall(doc: Settings) -> tuple[Settings, int]:
     Containers (event lists, the "hooks" object) that become empty because of the removal are removed
     too; ones that were already empty are the user's and stay.
     """
-    new = copy.deepcopy(doc)
+    new = _with_own_hooks(doc)
     hooks = new.get("hooks")
     if not isinstance(hooks, dict):
         return new, 0
@@ -218,7 +251,7 @@ def uninstall(doc: Settings) -> tuple[Settings, int]:
 
 def normalized(doc: Settings) -> Settings:
     """``doc`` with empty hook containers dropped, for "is this what the user had before?" comparisons."""
-    new = copy.deepcopy(doc)
+    new = _with_own_hooks(doc)
     hooks = new.get("hooks")
     if isinstance(hooks, dict):
         for event in list(hooks):
@@ -235,18 +268,8 @@ def normalized(doc: Settings) -> Settings:
 
 # --- text style -----------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class Style:
-    """How a settings file is laid out, so a rewrite changes as little of its look as possible."""
-
-    indent: str | None = "  "  # None: everything on one line
-    newline: str = "\n"
-    final_newline: bool = True
-    minified: bool = False  # one line without spaces after "," and ":"
-
-
-DEFAULT_STYLE = Style()
+Style = jsonsplice.Style
+DEFAULT_STYLE = jsonsplice.DEFAULT_STYLE
 _INDENT_RE = re.compile(r"[{\[][ \t]*\r?\n([ \t]+)\S")
 _SPACED_RE = re.compile(r'"\s*:\s|,\s')  # a space after a key or between items: not minified
 
@@ -269,11 +292,31 @@ def detect_style(text: str) -> Style:
 
 
 def dumps(doc: Settings, style: Style = DEFAULT_STYLE) -> str:
-    """Serialise like the original file: same indent, line ending, final newline; non-ASCII kept as is."""
-    separators = (",", ":") if style.minified else None
-    text = json.dumps(doc, indent=style.indent, separators=separators, ensure_ascii=False)
-    if style.newline != "\n":
-        # json.dumps never emits a raw newline inside a string (they are escaped), so this only touches
-        # the layout.
-        text = text.replace("\n", style.newline)
-    return text + (style.newline if style.final_newline else "")
+    """A whole new file in ``style``: same indent, line ending, final newline; non-ASCII kept as is."""
+    return jsonsplice.dumps(doc, style)
+
+
+def render(doc: Settings, text: str, tree: jsontext.Tree | None) -> str:
+    """``doc`` written over the file's current ``text``: what ccm did not change stays byte for byte.
+
+    Raises ``jsontext.CannotRoundTrip`` (caller: refuse) when the edit falls on a part it cannot rewrite.
+    """
+    if tree is None:
+        return dumps(doc, detect_style(text))
+    return jsonsplice.render(doc, tree, detect_style(text), similar=_edited_version)
+
+
+def _edited_version(new: Any, old: Any) -> bool:
+    """Is array element ``new`` an edit of ``old``? Groups and handlers compare without ccm's handlers."""
+    return jsontext.same(_without_ours(new), _without_ours(old))
+
+
+def _without_ours(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    if is_ours(value):
+        return "a ccm handler"  # any of ours stands for any other: an old command is upgraded in place
+    handlers = value.get("hooks")
+    if isinstance(handlers, list):
+        return {**value, "hooks": [h for h in handlers if not is_ours(h)]}
+    return value

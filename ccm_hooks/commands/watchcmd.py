@@ -84,17 +84,9 @@ def reset_session(root: str, session_id: str, by: str) -> dict[str, Any]:
 def set_defaults(root: str, project: str | None, enabled: bool, changes: dict[str, Any]) -> dict[str, Any]:
     """Update ``[watch]`` or ``[projects."<dir>".watch]``; returns the effective settings for that scope."""
     paths.ensure_dir(paths.locks_dir(root))
+    keys = ("watch",) if project is None else ("projects", project, "watch")
     with fileio.FileLock(os.path.join(paths.locks_dir(root), "config.lock"), 10.0):
-        data = config.read_config(root)
-        if project is None:
-            table = data.setdefault("watch", {})
-        else:
-            projects = data.setdefault("projects", {})
-            table = projects.setdefault(project, {}).setdefault("watch", {})
-        if not isinstance(table, dict):
-            raise CcmError(f"{watch.config_path(root)}: the watch entry is not a table; fix it by hand")
-        table.update(changes, enabled=enabled)
-        config.write_config(root, data)
+        config.update_table(root, keys, {**changes, "enabled": enabled})
     snapshot = watch.load_config(root)
     effective = dict(watch.DEFAULTS)
     effective.update(snapshot.get("global") or {})

@@ -19,8 +19,9 @@ from typing import Any
 
 from ccm_hooks import fileio, paths, record, store
 from ccm_hooks.errors import CcmError
+from ccm_hooks.texts import TextError, check_typed
 
-MAX_TEXT_CHARS = 10_000
+MAX_PENDING_PER_SESSION = 50  # a script gone wrong must not queue without bound
 
 
 def queue_dir(root: str) -> str:
@@ -35,33 +36,51 @@ def new_item_id(session_id: str) -> str:
     return f"{time.time_ns()}-{session_id[:8]}-{secrets.token_hex(3)}"
 
 
-def check_text(text: str) -> str:
-    if not text.strip():
-        raise CcmError("the prompt is empty")
-    if len(text) > MAX_TEXT_CHARS:
-        raise CcmError(f"the prompt has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
-    if any(ch in text for ch in "\r\n") or any(ord(ch) < 32 and ch != "\t" for ch in text):
-        # Typed into the TUI, a newline is Enter: the first line would be submitted on its own.
+def check_text(text: str, command: bool = False) -> str:
+    """The text as ccm will type it (spec/typing.md), or a one-line CcmError saying why it cannot be."""
+    try:
+        return check_typed(text, allow_command=command)
+    except TextError as exc:
+        raise CcmError(f"the prompt {exc}") from None
+
+
+def enqueue(root: str, session_id: str, text: str, by: str, command: bool = False) -> dict[str, Any]:
+    """Write the item, then log it in the session (``ccm.queued``). Returns the item.
+
+    Either both happen or neither: if the log cannot take the record (a full disk), the item file is
+    removed again and CcmError says so, so a retry cannot queue the same prompt twice.
+    """
+    if sum(1 for item in pending(root) if item["session_id"] == session_id) >= MAX_PENDING_PER_SESSION:
         raise CcmError(
-            "the prompt must be one line (tmux would press Enter at each newline); join the lines, or "
-            "write the text to a file and send: read FILE and do what it says"
+            f"session {session_id[:8]} already has {MAX_PENDING_PER_SESSION} prompts queued; "
+            "`ccm-hooks queue` lists them, `ccm-hooks queue cancel ID` removes one"
         )
-    return text
-
-
-def enqueue(root: str, session_id: str, text: str, by: str) -> dict[str, Any]:
-    """Write the item, then log it in the session (``ccm.queued``). Returns the item."""
     item: dict[str, Any] = {
         "v": 1,
         "id": new_item_id(session_id),
         "session_id": session_id,
-        "text": check_text(text),
+        "text": check_text(text, command),
         "created_at": record.iso_utc(time.time()),
         "by": by,
     }
-    paths.ensure_dir(queue_dir(root))
-    fileio.atomic_write(os.path.join(queue_dir(root), item["id"] + ".json"), fileio.encode_line(item))
-    store.append_ccm(root, session_id, "ccm.queued", {"queued": {"item": item["id"], "text": text}})
+    if command:
+        item["command"] = True
+    path = os.path.join(queue_dir(root), item["id"] + ".json")
+    try:
+        paths.ensure_dir(queue_dir(root))
+        fileio.atomic_write(path, fileio.encode_line(item))
+        try:
+            store.append_ccm(
+                root, session_id, "ccm.queued", {"queued": {"item": item["id"], "text": item["text"]}}
+            )
+        except BaseException:
+            os.unlink(path)
+            raise
+    except OSError as exc:
+        where = exc.filename or root
+        raise CcmError(
+            f"nothing was queued: {exc.strerror or exc} ({where}); fix that and send again"
+        ) from None
     return item
 
 
@@ -87,6 +106,39 @@ def pending(root: str) -> list[dict[str, Any]]:
         ):
             items.append(item)
     return items
+
+
+def cancel(root: str, item_id: str, by: str) -> dict[str, Any]:
+    """Take a pending item out of the queue before it is typed. Refused once its typing has begun.
+
+    The ``cancelled`` record is written only if the session's log still ends where this decision was made,
+    and only if no ``typing`` record of the item is in it, so a daemon about to type it sees the record
+    first (its own ``typing`` record is conditional the same way) and the two cannot both happen.
+    """
+    from ccm_hooks.statedir import reader
+
+    item = next((i for i in pending(root) if i["id"] == item_id), None)
+    if item is None:
+        raise CcmError(f"no pending item {item_id!r}; `ccm-hooks queue` lists them")
+    sid = item["session_id"]
+    for _ in range(5):
+        status = reader.read_status(paths.status_path(root, sid))
+        seq = status.get("seq") if status else None
+        typed = [
+            r
+            for r in reader.read_events(paths.events_path(root, sid))
+            if r.get("event") == "ccm.delivery" and (r.get("delivery") or {}).get("item") == item_id
+        ]
+        if typed and (typed[-1].get("delivery") or {}).get("outcome") == "typing":
+            raise CcmError(f"{item_id} is being typed right now; it can no longer be cancelled")
+        fields = {"delivery": {"item": item_id, "kind": "queued", "attempt": len(typed),
+                               "outcome": "cancelled", "detail": f"cancelled by {by}"}}  # fmt: skip
+        if store.append_ccm(
+            root, sid, "ccm.delivery", fields, expect_seq=seq if isinstance(seq, int) else None
+        ):
+            finish(root, item_id)
+            return item
+    raise CcmError(f"session {sid[:8]} is too busy to cancel {item_id} safely; try again")
 
 
 def finish(root: str, item_id: str) -> None:
