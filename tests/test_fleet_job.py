@@ -91,6 +91,14 @@ def test_sessions_are_mirrored_and_the_system_heartbeats(
     assert sql(fleet_db, "SELECT state, seq FROM ccm.sessions") == [("working", 12)]
     h = job.health()
     assert h["connected"] and h["listen"] and h["shipped"] == 12 and h["system"] == "a"
+    from ccm_agentd.metrics import Metrics
+
+    m = Metrics()
+    job.metrics(m)
+    job.metrics(m)  # every heartbeat: counters follow the running totals
+    text = m.render()
+    assert "ccm_fleet_connected 1" in text and "ccm_fleet_shipped_total 12" in text
+    assert 'ccm_fleet_leases{status="held"} 0' in text
 
 
 def test_claimed_tasks_become_local_ones_and_their_results_flow_back(
