@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -130,6 +131,7 @@ def main() -> int:
         print(f"{name:<44} {median * 1e3:9.2f} {p90 * 1e3:8.2f} {ratio:6.2f}")
     verdict = "within" if worst <= BUDGET else "OVER"
     print(f"worst registered-handler ratio: {worst:.2f}x ({verdict} the {BUDGET:.1f}x budget)")
+    shutil.rmtree(home, ignore_errors=True)
     return 0 if worst <= BUDGET else 1
 
 

@@ -13,12 +13,38 @@ import typer
 from ccm_hooks.commands.error_boundary import run_command
 
 app = typer.Typer(
-    add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: flags read "--json", not "--json <bool>"
     help="The daemon that acts on what ccm's hooks record: continues, queued prompts, timeouts.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ccm_hooks.commands.main import version
+
+        typer.echo(f"ccm-agentd {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """The daemon that acts on what ccm's hooks record: continues, queued prompts, timeouts."""
+
+
+def _usable_home(write: bool) -> None:
+    """One line (exit 1) for a CCM_HOME that is a file, a FIFO, unreadable or another user's."""
+    from ccm_hooks import paths
+    from ccm_hooks.statedir import home
+
+    home.usable(paths.state_dir(), write=write)
 
 
 @app.command()
@@ -28,6 +54,7 @@ def run() -> None:
     def call() -> int:
         from ccm_agentd import daemon
 
+        _usable_home(write=True)
         return daemon.run_cmd()
 
     raise typer.Exit(run_command(call, prog="ccm-agentd"))
@@ -42,6 +69,7 @@ def status(
     def call() -> int:
         from ccm_agentd import statuscmd
 
+        _usable_home(write=False)
         return statuscmd.status_cmd(as_json)
 
     raise typer.Exit(run_command(call, prog="ccm-agentd"))

@@ -2,8 +2,10 @@
 
 It sits on Claude's critical path, so: standard library only, one append and one rename, and it fails
 open. Whatever happens (bad JSON, odd types, a session id that is not a plain id, an unusable state dir, a
-full disk) it exits 0 and prints nothing; problems go to ``$CCM_HOME/log/hooks.log`` when that is
-writable. An exit 2 or a stray line on stdout would block the user's tool call or drop a decision.
+full disk, a FIFO or another user's file where a file of ours belongs) it exits 0 and prints nothing;
+problems go to ``$CCM_HOME/log/hooks.log`` when that can be written safely (the state dir and log/ are the
+user's and private, hooks.log a regular file of theirs), else nowhere. An exit 2 or a stray line on stdout
+would block the user's tool call or drop a decision.
 """
 
 from __future__ import annotations
@@ -74,12 +76,17 @@ def _parse(data: bytes) -> dict[str, object]:
 
 
 def _log_failure(root: str | None, argv_event: str | None, payload: object, exc: BaseException) -> None:
-    """One JSON line in log/hooks.log. Never raises: if even this fails, the event is silently dropped."""
+    """One JSON line in log/hooks.log. Never raises: if even this fails, the event is silently dropped.
+
+    Only into a state dir and log/ that are the user's (``paths.ensure_layout``) and a hooks.log that is
+    a regular file of theirs (``fileio.open_regular``): a hijacked or FIFO log gets nothing, and nothing
+    here can block.
+    """
     try:
         import json
         import traceback
 
-        from ccm_hooks import paths
+        from ccm_hooks import fileio, paths
         from ccm_hooks.record import iso_utc
 
         if root is None:
@@ -93,17 +100,16 @@ def _log_failure(root: str | None, argv_event: str | None, payload: object, exc:
             "error": f"{type(exc).__name__}: {exc}"[:2000],
             "where": "".join(traceback.format_tb(exc.__traceback__, limit=-3))[-2000:],
         }
-        paths.ensure_layout(root)
+        paths.ensure_layout(root, ("log",))
         log = paths.hooks_log_path(root)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        fd, st = fileio.open_regular_stat(log, flags, private=True)
+        if st.st_size > MAX_LOG_BYTES:
+            os.close(fd)
+            os.replace(log, log + ".1")
+            fd = fileio.open_regular(log, flags, private=True)
         try:
-            if os.stat(log).st_size > MAX_LOG_BYTES:
-                os.replace(log, log + ".1")
-        except FileNotFoundError:
-            pass
-        line = json.dumps(entry, ensure_ascii=True) + "\n"
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, paths.FILE_MODE)
-        try:
-            os.write(fd, line.encode("ascii"))
+            fileio.write_all(fd, (json.dumps(entry, ensure_ascii=True) + "\n").encode("ascii"))
         finally:
             os.close(fd)
     except BaseException:

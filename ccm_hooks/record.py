@@ -30,13 +30,44 @@ FILE_TOOLS = frozenset({"Read", "Write", "Edit", "MultiEdit", "NotebookEdit"})
 TOOL_EVENTS = frozenset({"PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionRequest"})
 
 
-def field_cap(environ: os._Environ[str] | dict[str, str]) -> int:
+def ascii_int(raw: str, max_digits: int = 12) -> int | None:
+    """The number ``raw`` writes with ASCII digits only (spaces around allowed), else None.
+
+    Not ``int()`` or ``str.isdigit()`` alone: those accept superscripts (``²``), other scripts' digits,
+    signs, underscores, and tens of thousands of digits. Every number ccm reads from the environment goes
+    through this.
+    """
+    text = raw.strip(" \t")
+    if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
+def _field_cap(environ: os._Environ[str] | dict[str, str]) -> tuple[int, str | None]:
     raw = environ.get("CCM_FIELD_CAP", "")
-    try:
-        value = int(raw)
-    except ValueError:
-        return DEFAULT_FIELD_CAP
-    return min(max(value, MIN_FIELD_CAP), MAX_FIELD_CAP)
+    if raw == "":
+        return DEFAULT_FIELD_CAP, None
+    value = ascii_int(raw)
+    if value is None:
+        return DEFAULT_FIELD_CAP, (
+            f"CCM_FIELD_CAP={raw[:40]!r} is not a whole number written with ASCII digits: using the default "
+            f"{DEFAULT_FIELD_CAP}"
+        )
+    if value < MIN_FIELD_CAP or value > MAX_FIELD_CAP:
+        used = min(max(value, MIN_FIELD_CAP), MAX_FIELD_CAP)
+        return used, f"CCM_FIELD_CAP={value} is outside {MIN_FIELD_CAP}..{MAX_FIELD_CAP}: using {used}"
+    return value, None
+
+
+def field_cap(environ: os._Environ[str] | dict[str, str]) -> int:
+    """``CCM_FIELD_CAP`` (spec/events.md#truncation): unset or not a number means the default, a number
+    outside MIN_FIELD_CAP..MAX_FIELD_CAP is clamped."""
+    return _field_cap(environ)[0]
+
+
+def field_cap_problem(environ: os._Environ[str] | dict[str, str]) -> str | None:
+    """What is wrong with ``CCM_FIELD_CAP``, for hooks.log (logged once, at a session's first event)."""
+    return _field_cap(environ)[1]
 
 
 def iso_utc(t: float) -> str:

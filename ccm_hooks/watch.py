@@ -1,8 +1,9 @@
 """Watch mode: which settings a session is watched with, and what to do when one of its turns ends.
 
-Standard library only, and no ``re``/``json``/``tomllib`` on the common path: the handler imports this on
-every call (spec/watch.md). The only slow paths are compiling a hand-edited ``config.toml`` (once per edit)
-and a done marker that is a real regular expression (``re`` is imported only then).
+Standard library only, and no ``re``/``json``/``tomllib``: the handler imports this on every call
+(spec/watch.md). The only slow path is compiling a hand-edited ``config.toml`` (once per edit). A done
+marker that is a regular expression runs on ``saferegex`` (a subset of Python's syntax, linear time), never
+on ``re``: a backtracking engine can be made to outlast Claude Code's hook timeout.
 
 Where settings come from, lowest to highest: built-in defaults, ``[watch]`` in ``$CCM_HOME/config.toml``,
 ``[projects."<dir>".watch]`` for the project (longest matching directory), ``CCM_WATCH*`` in claude's
@@ -17,6 +18,7 @@ import os
 import time
 
 from ccm_hooks import fastjson, fileio, paths
+from ccm_hooks.record import ascii_int
 
 TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs ~3 ms per hook call
 if TYPE_CHECKING:
@@ -42,6 +44,9 @@ STOP_REASONS = ("done", "max_turns", "no_progress", "error", "needs_human", "blo
 MAX_COUNT = 10_000  # max_turns and no_progress_turns must be finite: 1..MAX_COUNT
 MAX_PROMPT_CHARS = 2000
 MAX_MARKER_CHARS = 500
+MARKER_TEXT_CAP = 2000  # a regex marker is searched for in the last this many characters of the reply
+MAX_CONFIG_BYTES = 1 << 20  # config.toml is a few lines; a larger one is not read
+MAX_BLOCK_CAP = 1_000_000
 CLAUDE_BLOCK_CAP = 8  # Claude Code overrides the 9th Stop-hook block in a row without a tool call
 AGENTD_FRESH_S = 90.0  # ccm-agentd's health file is rewritten every 30 s; older than this, it is gone
 DECISION_EVENTS = frozenset({"Stop", "StopFailure", "PermissionRequest", "Notification"})
@@ -75,17 +80,42 @@ def literal_of(pattern: str) -> str | None:
 
 
 def marker_found(pattern: str, text: object) -> bool:
+    """Whether the reply ``text`` has the done marker ``pattern`` (spec/watch.md#the-done-marker).
+
+    A plain-text marker is looked for in the whole reply (``str.__contains__``: linear, in C). A regex
+    marker runs on ``saferegex`` over the last MARKER_TEXT_CAP characters, so its worst case is bounded
+    whatever the pattern and the reply. A pattern outside the subset (set through an environment variable
+    before it was checked, or by an older ccm) is looked for as plain text.
+    """
     if not isinstance(text, str) or not pattern:
         return False
     literal = literal_of(pattern)
     if literal is not None:
         return literal in text
-    import re  # only for a marker that really is a regex: ~5 ms
+    from ccm_hooks import saferegex  # only for a marker that really is a regex
 
     try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        return pattern in text  # validated when set, but an env var is not: fall back to plain text
+        program = saferegex.compile(pattern)
+    except saferegex.PatternError:
+        return pattern in text
+    return program.search(text, max(0, len(text) - MARKER_TEXT_CAP))
+
+
+def check_marker(value: object) -> str:
+    """``value`` if it is a done marker ccm can search for in bounded time; SettingError otherwise."""
+    if not isinstance(value, str) or not value or len(value) > MAX_MARKER_CHARS:
+        raise SettingError(f"done_marker must be a non-empty regex of at most {MAX_MARKER_CHARS} chars")
+    if literal_of(value) is None:
+        from ccm_hooks import saferegex
+
+        try:
+            saferegex.compile(value)
+        except saferegex.PatternError as exc:
+            raise SettingError(
+                f"done_marker {value!r} is outside the regex subset ccm runs in bounded time: {exc} "
+                "(see spec/watch.md#the-done-marker)"
+            ) from None
+    return value
 
 
 def check_setting(key: str, value: object) -> Any:
@@ -103,16 +133,7 @@ def check_setting(key: str, value: object) -> Any:
             return value
         raise SettingError(f"prompt must be non-empty text of at most {MAX_PROMPT_CHARS} characters")
     if key == "done_marker":
-        if not isinstance(value, str) or not value or len(value) > MAX_MARKER_CHARS:
-            raise SettingError(f"done_marker must be a non-empty regex of at most {MAX_MARKER_CHARS} chars")
-        if literal_of(value) is None:
-            import re
-
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise SettingError(f"done_marker {value!r} is not a valid regex: {exc}") from None
-        return value
+        return check_marker(value)
     raise SettingError(f"unknown watch setting {key!r} (known: {', '.join(SETTING_KEYS)})")
 
 
@@ -135,14 +156,19 @@ def settings_from_env(environ: os._Environ[str] | dict[str, str]) -> tuple[dict[
     errors: list[str] = []
     for key, var in ENV_VARS.items():
         raw = environ.get(var)
-        if raw is None or raw == "":
+        if raw is None or raw.strip() == "":
             continue
         value: object = raw
         if key == "enabled":
             low = raw.strip().lower()
             value = True if low in _TRUE else False if low in _FALSE else raw
         elif key in ("max_turns", "no_progress_turns"):
-            value = int(raw) if raw.strip().isdigit() else raw
+            number = ascii_int(raw)  # not int(): "²" and "١٠" are digits to int() and isdigit()
+            if number is None:
+                errors.append(f"${var}={raw[:40]!r}: {key} must be a whole number from 1 to {MAX_COUNT} "
+                              "written with ASCII digits; ignored")  # fmt: skip
+                continue
+            value = number
         try:
             out[key] = check_setting(key, value)
         except SettingError as exc:
@@ -166,16 +192,25 @@ def _stamp(st: os.stat_result) -> list[int]:
 
 
 def compile_config(root: str) -> dict[str, Any]:
-    """Parse config.toml and write the JSON snapshot handlers read. Slow path: imports tomllib."""
+    """Parse config.toml and write the JSON snapshot handlers read. Slow path: imports tomllib.
+
+    Only a regular file of the user's, not writable by others, of at most MAX_CONFIG_BYTES: otherwise
+    UnsafePath (another user could put orders in a watch prompt) or SettingError.
+    """
     import tomllib
 
     path = config_path(root)
-    with open(path, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        try:
-            data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingError(f"{path} is not valid TOML: {exc}") from None
+    fd, st = fileio.open_regular_stat(path, os.O_RDONLY, private=True)
+    try:
+        raw = fileio.read_fd(fd, st.st_size, MAX_CONFIG_BYTES, path)
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+    finally:
+        os.close(fd)
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingError(f"{path} is not valid TOML: {exc}") from None
     snapshot = snapshot_of(data)
     snapshot["toml"] = _stamp(st)
     fileio.atomic_write(snapshot_path(root), fileio.encode_line(snapshot))
@@ -208,11 +243,20 @@ def snapshot_of(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(root: str) -> dict[str, Any]:
-    """The current snapshot, recompiled first if config.toml changed since it was made."""
+    """The current snapshot, recompiled first if config.toml changed since it was made.
+
+    A config.toml that is not a regular file of the user's (a FIFO, a symlink, another user's file, one
+    group or others can write) raises UnsafePath without being opened; a snapshot like that is ignored
+    and rebuilt (it is replaced, never opened).
+    """
+    path = config_path(root)
     try:
-        toml_stat = os.stat(config_path(root))
+        toml_stat = os.lstat(path)
     except FileNotFoundError:
         return {"v": 1, "global": {}, "projects": {}, "errors": []}
+    problem = paths.file_problem(toml_stat, path)
+    if problem:
+        raise paths.UnsafePath(f"{problem}; its watch settings are ignored")
     try:
         snapshot = fileio.read_json(snapshot_path(root))
     except (OSError, ValueError):
@@ -251,6 +295,9 @@ def resolve(
         errors.append(str(exc))
     from_env, env_errors = settings_from_env(environ)
     errors += env_errors
+    cap_problem = _block_cap(environ)[1]
+    if cap_problem:
+        errors.append(cap_problem)
     layers = (
         ("global", snapshot.get("global") or {}),
         ("project", project_settings(snapshot, project)),
@@ -274,17 +321,33 @@ def new_watch() -> dict[str, Any]:
     return w
 
 
+def _block_cap(environ: os._Environ[str] | dict[str, str]) -> tuple[int, str | None]:
+    raw = environ.get("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP", "")
+    if raw.strip() == "":
+        return CLAUDE_BLOCK_CAP, None
+    value = ascii_int(raw)
+    if value is None or value > MAX_BLOCK_CAP:
+        return CLAUDE_BLOCK_CAP, (
+            f"CLAUDE_CODE_STOP_HOOK_BLOCK_CAP={raw[:40]!r} is not a whole number from 0 to {MAX_BLOCK_CAP} "
+            f"written with ASCII digits: watch assumes Claude Code's default, {CLAUDE_BLOCK_CAP}"
+        )
+    return value, None
+
+
 def block_cap(environ: os._Environ[str] | dict[str, str]) -> int:
     """Claude Code's cap on Stop-hook blocks in a row without a tool call; 0 means no cap."""
-    raw = environ.get("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP", "").strip()
-    return int(raw) if raw.isdigit() else CLAUDE_BLOCK_CAP
+    return _block_cap(environ)[0]
 
 
 def agentd_alive(root: str, now: float) -> bool:
+    """ccm-agentd's heartbeat is fresh, and is a regular file of the user's (another user's daemon, or a
+    file planted by one, must not make a handler hand a continue over)."""
+    path = paths.agentd_health_path(root)
     try:
-        return now - os.stat(paths.agentd_health_path(root)).st_mtime < AGENTD_FRESH_S
+        st = os.lstat(path)
     except OSError:
         return False
+    return paths.file_problem(st, path) is None and now - st.st_mtime < AGENTD_FRESH_S
 
 
 def decide(

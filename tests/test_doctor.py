@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -95,7 +96,10 @@ def test_state_dir_missing_or_not_a_dir(
     assert code == 1
     assert f"FIX  state dir {ccm_home} does not exist: run ccm-hooks install" in lines
     ccm_home.write_text("oops")  # one line, exit 1 (tests/test_installer.py runs the CLI)
-    with pytest.raises(CcmError, match=f"CCM_HOME={ccm_home} is a file, not a directory: point CCM_HOME at"):
+    with pytest.raises(
+        CcmError,
+        match=re.escape(f"$CCM_HOME ({ccm_home}) is a regular file, not a directory; point CCM_HOME at"),
+    ):
         doctor.doctor_cmd(project)
 
 
@@ -302,7 +306,7 @@ def test_files_of_another_user_or_open_to_writes(
     (ccm_home / "bin").chmod(0o700)
     os.chown(ccm_home, 65534, 65534)
     _, lines = run_doctor(healthy, capsys)
-    assert any(line.startswith(f"FIX  CCM_HOME={ccm_home} belongs to ") for line in lines)
+    assert any(line.startswith(f"FIX  $CCM_HOME ({ccm_home}) belongs to uid ") for line in lines)
     os.chown(ccm_home, os.getuid(), os.getgid())
 
 

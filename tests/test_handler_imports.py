@@ -21,6 +21,9 @@ HOOK_MODULES = {
     "ccm_hooks.store",
     "ccm_hooks.fileio",
     "ccm_hooks.watch",
+    "ccm_hooks.errors",
+    "ccm_hooks.saferegex",
+    "ccm_hooks.jsonl",
 }
 # Standard library, but each costs milliseconds per hook call; nothing on the hot path needs them.
 # json, re, enum and signal included: fastjson and _signal do their jobs without them (~13 ms together).
@@ -61,6 +64,11 @@ def test_handler_imports_only_the_standard_library(tmp_path: Path) -> None:
         ("PostToolUse__Bash.json", None),
         ("Stop__first.json", None),
         ("Stop__first.json", {"CCM_WATCH": "1", "CCM_HOME": str(tmp_path)}),
+        # A done marker that is a regex runs on saferegex, never on re.
+        (
+            "Stop__first.json",
+            {"CCM_WATCH": "1", "CCM_HOME": str(tmp_path / "r"), "CCM_WATCH_DONE_MARKER": "A(B|C)"},
+        ),
     ]
     for name, env in cases:
         modules = _modules_after_one_event(name, env)

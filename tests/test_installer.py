@@ -469,8 +469,8 @@ def test_ccm_home_pointing_at_a_file(project: Path, tmp_path: Path, command: str
     )
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr == (
-        f"ccm-hooks: CCM_HOME={not_a_dir} is a file, not a directory: "
-        "point CCM_HOME at a directory (or unset it to use ~/.ccm)\n"
+        f"ccm-hooks: $CCM_HOME ({not_a_dir}) is a regular file, not a directory; "
+        "point CCM_HOME at a directory of yours (or unset it to use ~/.ccm)\n"
     )
 
 
@@ -478,8 +478,7 @@ def test_state_dir_of_another_user_or_open_to_others_is_refused(project: Path, c
     ccm_home.mkdir(mode=0o700)
     os.chown(ccm_home, 65534, 65534)  # the tests run as root: a foreign uid is a chown away
     proc = run_cli("install", cwd=project)
-    assert proc.returncode == 1 and f"CCM_HOME={ccm_home} belongs to " in proc.stderr
-    assert "(uid 65534), not to you, so ccm will not use it" in proc.stderr
+    assert proc.returncode == 1 and f"$CCM_HOME ({ccm_home}) belongs to uid 65534, not to you" in proc.stderr
     assert not (project / ".claude").exists() and not (ccm_home / "bin").exists()
     os.chown(ccm_home, os.getuid(), os.getgid())
     ccm_home.chmod(0o777)

@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 
 from ccm_hooks import handler, paths, record, state, store
-from ccm_hooks.commands import settings_merge, validate
+from ccm_hooks.commands import settings_merge, validatelog
 from ccm_hooks.statedir import sendqueue
 from tests.conftest import REPO
 from tests.hookrun import FIXTURES, FULL_ENV, payload, run_hook
@@ -157,13 +157,13 @@ def test_the_package_ships_the_spec_schemas_through_a_symlink() -> None:
     link = REPO / "ccm_hooks" / "schemas"
     assert link.is_symlink() and os.readlink(link) == "../spec/schemas"
     for name in ("event.schema.json", "status.schema.json"):
-        assert validate._schema(name).schema == schema(name)
+        assert validatelog.schema(name).schema == schema(name)
 
 
 def test_validate_names_the_schema_rule_sets_in_order() -> None:
     refs = [rule["$ref"] for rule in schema("event.schema.json")["allOf"]]
     assert refs == ["#/$defs/fields_per_event", "#/$defs/tool_input_per_tool"]
-    assert len(validate.RULES) == len(refs)
+    assert len(validatelog.RULES) == len(refs)
 
 
 def test_every_record_field_is_in_the_schema_and_the_schema_has_no_other(

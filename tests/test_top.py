@@ -111,7 +111,7 @@ def test_plain_prints_a_new_snapshot_after_each_change(ccm_home: Path) -> None:
             return parts[1].splitlines() if len(parts) > 1 and len(parts[1].splitlines()) == 3 else []
 
         # Before the periodic rescan could have run: the snapshot came from the file-change watcher.
-        left = shown + top.PLAIN_RESCAN_S - 0.5 - time.monotonic()
+        left = shown + top.RESCAN_S - 0.5 - time.monotonic()
         table = wait_for(second, max(left, 0.1), what="a second snapshot, prompted by the change")
         assert table[0].startswith("SESSION") and {row[:8] for row in table[1:]} == {A[:8], C[:8]}
     finally:
@@ -133,7 +133,7 @@ def test_rows_fit_any_width_even_with_wide_characters() -> None:
         row = top.format_row(top.row_values(st, time.time()), width)
         assert sum(map(top._cells, row)) <= width and row.endswith("…")
     assert "on 7 left" in top.format_row(top.row_values(st, time.time()), 80)
-    assert top.action({**st, "state": "working", "current_action": "Bash: a\nb\x1b[31m"}) == "Bash: a b?[31m"
+    assert top.action({**st, "state": "working", "current_action": "Bash: a\nb\x1b[31m"}) == "Bash: a b^[[31m"
 
 
 # --- the interactive view, in a real 80x24 tmux pane -----------------------------------------------------
@@ -248,3 +248,167 @@ def test_interactive_view_toggles_watch_and_follows_changes(tmux_server: TmuxSer
         what="top to exit with 0",
         diagnostics=lambda: pane.describe() + repr(capture(pane, history=True)),
     )
+
+
+# --- plain mode: -n snapshots at an interval, ended sessions hidden ----------------------------------------
+
+
+def test_plain_n_snapshots_come_at_the_interval_even_without_changes(ccm_home: Path) -> None:
+    idle_session(A, "/src/alpha")
+    started = time.monotonic()
+    out = subprocess.run(
+        f"'{CLI}' top -n 3 -d 0.3 | cat", shell=True, capture_output=True, text=True, timeout=30
+    )
+    took = time.monotonic() - started
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("SESSION") == 3 and took < 10
+    bad = subprocess.run([CLI, "top", "-n", "1", "-d", "0"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "-d/--delay" in bad.stderr
+
+
+def test_plain_hides_ended_sessions_unless_all(ccm_home: Path) -> None:
+    idle_session(A, "/src/alpha")
+    idle_session(B, "/src/beta")
+    hook("SessionEnd__prompt_input_exit", B, "/src/beta")
+    out = subprocess.run([CLI, "top", "-n", "1"], capture_output=True, text=True, timeout=30).stdout
+    assert A[:8] in out and B[:8] not in out and "(1 ended hidden: --all shows them)" in out
+    out = subprocess.run([CLI, "top", "-n", "1", "--all"], capture_output=True, text=True, timeout=30).stdout
+    assert A[:8] in out and B[:8] in out and "hidden" not in out
+
+
+def test_a_reset_run_no_longer_shows_why_it_stopped() -> None:
+    """After `r` (watch reset) the state machine keeps the idle state's reason; the view must not."""
+    st = {
+        "session_id": A, "state": "idle", "reason": "watch stopped: no tool call in 2 turns",
+        "last_tool": "Bash", "updated_at": "2026-01-01T00:00:00Z",
+        "watch": {"enabled": True, "max_turns": 10, "continues": 3, "stopped": "no_progress",
+                  "handoff": None},
+    }  # fmt: skip
+    assert top.action(st) == "watch stopped: no tool call in 2 turns"
+    reset = {**st, "watch": {**st["watch"], "stopped": None, "continues": 0}}
+    assert top.action(reset) == "last: Bash"
+
+
+# --- interactive: ? keys, a toggles ended sessions, Enter goes to the pane ----------------------------------
+
+
+@pytest.mark.tmux
+def test_help_key_and_ended_sessions_toggle(tmux_server: TmuxServer, ccm_home: Path) -> None:
+    idle_session(A, "/src/alpha")
+    idle_session(B, "/src/beta")
+    hook("SessionEnd__prompt_input_exit", B, "/src/beta")
+    pane = start_top(tmux_server, ccm_home)
+    screen = wait_for_screen(pane, lambda s: A[:8] in s, 15, what="the view")
+    assert B[:8] not in screen and "(+1 ended: a)" in screen
+    send_keys(pane, "?")
+    wait_for_screen(pane, lambda s: "ccm top: keys" in s and "go to its tmux pane" in s, 10)
+    send_keys(pane, "x")  # any key closes the help
+    wait_for_screen(pane, lambda s: "ccm top: 1 session" in s, 10)
+    send_keys(pane, "a")
+    screen = wait_for_screen(pane, lambda s: B[:8] in s and "showing ended sessions" in s, 10)
+    assert "ccm top: 2 sessions" in screen
+    send_keys(pane, "Enter")  # the selected session was not started in tmux
+    wait_for_screen(pane, lambda s: "does not run in tmux" in s, 10)
+    send_keys(pane, "q")
+    wait_for(lambda: "TOP-EXITED 0" in capture(pane, history=True), 10, what="top to exit")
+
+
+def tmux_session(server: TmuxServer, name: str, *command: str) -> str:
+    """A detached session running ``command``; its pane id."""
+    out = server.run(
+        "new-session", "-d", "-P", "-F", "#{pane_id}", "-s", name, "-x", "80", "-y", "24", *command
+    )
+    return out.stdout.strip()
+
+
+def session_in_pane(server: TmuxServer, pane_id: str) -> None:
+    """A session whose claude runs in ``pane_id`` of ``server``, as its hooks would record it."""
+    env = {"TMUX": f"{server.socket_path},1,0", "TMUX_PANE": pane_id, "CLAUDE_PROJECT_DIR": "/src/alpha"}
+    for name in ("SessionStart__startup_interactive", "UserPromptSubmit__p"):
+        assert run_hook(payload(name, session_id=A), env=env).returncode == 0
+
+
+def client_sessions(server: TmuxServer) -> list[str]:
+    return server.run("list-clients", "-F", "#{client_session}", check=False).stdout.split()
+
+
+@pytest.fixture
+def outer(tmux_bin: str, tmp_path: Path) -> Any:
+    """A second tmux server: the terminal a person looks at (its panes are the test's terminals)."""
+    import secrets
+
+    conf = tmp_path / "outer.conf"
+    conf.write_text("set -g status off\nset -g remain-on-exit on\n")
+    env = {"HOME": os.environ["HOME"], "SHELL": "/bin/sh", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "LANG": "C.UTF-8", "TERM": "xterm-256color"}  # fmt: skip
+    server = TmuxServer(tmux_bin, f"ccm-outer-{secrets.token_hex(6)}", conf, env)
+    yield server
+    server.kill()
+
+
+@pytest.mark.tmux
+def test_enter_inside_tmux_switches_the_client_to_the_pane(
+    tmux_server: TmuxServer, outer: TmuxServer, ccm_home: Path
+) -> None:
+    work = tmux_session(tmux_server, "work", "sleep", "600")
+    session_in_pane(tmux_server, work)
+    pane = start_top(tmux_server, ccm_home)  # top runs inside tmux: TMUX is set in its pane
+    top_session = tmux_server.run(
+        "display-message", "-p", "-t", pane.pane_id, "#{session_name}"
+    ).stdout.strip()
+    # A person's terminal attached to top's session (a client of the inner server, in an outer pane).
+    attach = f"unset TMUX; exec {tmux_server.tmux_bin} -L {tmux_server.socket_name} attach -t {top_session}"
+    tmux_session(outer, "person", "sh", "-c", attach)
+    wait_for(lambda: client_sessions(tmux_server) == [top_session], 15, what="the client attached to top")
+    wait_for_screen(pane, lambda s: A[:8] in s, 15, what="the session row")
+    send_keys(pane, "Enter")
+    wait_for(lambda: client_sessions(tmux_server) == ["work"], 10, what="the client switched to the pane")
+    active = tmux_server.run("display-message", "-p", "-t", "work", "#{pane_id}").stdout.strip()
+    assert active == work
+    wait_for_screen(pane, lambda s: f"switched to {work}" in s, 10)
+
+
+@pytest.mark.tmux
+def test_enter_outside_tmux_attaches_and_comes_back_on_detach(
+    tmux_server: TmuxServer, outer: TmuxServer, ccm_home: Path
+) -> None:
+    work = tmux_session(tmux_server, "work", "sh", "-c", "echo INSIDE-THE-SESSION; exec sleep 600")
+    session_in_pane(tmux_server, work)
+    # top in a terminal that is not inside tmux (the outer pane, with TMUX unset).
+    env_args = ["-e", f"CCM_HOME={ccm_home}", "-e", f"HOME={os.environ['HOME']}"]
+    terminal = outer.run(
+        "new-session", "-d", "-P", "-F", "#{pane_id}", "-x", "80", "-y", "24", *env_args,
+        "sh", "-c", f"unset TMUX; '{CLI}' top; echo TOP-EXITED $?",
+    ).stdout.strip()  # fmt: skip
+    pane = Pane(outer, terminal)
+    wait_for_screen(pane, lambda s: A[:8] in s, 15, what="the session row")
+    send_keys(pane, "Enter")
+    wait_for(lambda: client_sessions(tmux_server) == ["work"], 10, what="attached to the session's server")
+    wait_for_screen(pane, lambda s: "INSIDE-THE-SESSION" in s, 10, what="the session on screen")
+    tmux_server.run("detach-client", "-s", "work")
+    wait_for_screen(pane, lambda s: "back from tmux" in s and A[:8] in s, 10, what="top back after detach")
+    send_keys(pane, "q")
+    wait_for(lambda: "TOP-EXITED 0" in capture(pane, history=True), 10, what="top to exit")
+
+
+# --- cost follows what changed ---------------------------------------------------------------------------
+
+
+def test_the_cache_rereads_only_changed_status_files(ccm_home: Path) -> None:
+    from ccm_hooks.statedir.fswatch import DirWatcher
+    from ccm_hooks.statedir.statuscache import StatusCache
+
+    for i in range(30):
+        hook("SessionStart__startup_p", f"s{i:03d}-0000", "/src/many")
+    with DirWatcher([str(ccm_home / "status")]) as watcher:
+        cache = StatusCache(str(ccm_home))
+        cache.rescan()
+        assert cache.reads == 30 and len(cache.statuses()) == 30
+        assert not cache.rescan() and cache.reads == 30  # stat only: nothing differs, nothing read
+        hook("UserPromptSubmit__p", "s007-0000", "/src/many")
+        wait_for(lambda: watcher.wait(0.2) or None, 10, what="the watcher to see the change")
+        assert cache.apply(watcher.take())
+        assert cache.reads == 31  # just the one file
+        assert cache.statuses()[0]["session_id"] == "s007-0000"
+        (ccm_home / "status" / "s001-0000.json").unlink()
+        assert cache.rescan() and len(cache.statuses()) == 29

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ccm_hooks.commands import validate
+from ccm_hooks.commands import schemacheck, validate, validatelog
 from ccm_hooks.errors import CcmError
 from tests.hookrun import FIXTURES, FULL_ENV, payload, run_hook, spawn_hook
 
@@ -395,7 +397,7 @@ def test_temp_files_are_ignored(home: Path, capsys: pytest.CaptureFixture[str]) 
 def test_a_busy_session_is_checked_without_its_lock(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(validate, "LOCK_WAIT_S", 0.05)
+    monkeypatch.setattr(validatelog, "LOCK_WAIT_S", 0.05)
     lock = home / "locks" / (a_log(home).stem + ".lock")
     fd = os.open(lock, os.O_RDWR)
     try:
@@ -425,3 +427,143 @@ def test_cli_exit_codes(home: Path, tmp_path: Path) -> None:
     gone = subprocess.run([cli, "validate", "--home", str(tmp_path / "x")], capture_output=True, text=True)
     assert gone.returncode == 1 and gone.stdout == ""
     assert gone.stderr.startswith("ccm-hooks: state dir ") and gone.stderr.count("\n") == 1
+
+
+# --- the fast check gives jsonschema's verdicts ---------------------------------------------------------
+
+
+def test_the_fast_check_was_written_against_these_schemas() -> None:
+    """If this fails, a schema changed: re-read schemacheck.event_ok/status_ok against it (they must never
+    accept what the schema rejects), then put the new fingerprint in SCHEMA_FINGERPRINTS. Until then the
+    fast check steps aside and validate runs jsonschema on everything (correct, slower)."""
+    for name, expected in schemacheck.SCHEMA_FINGERPRINTS.items():
+        schema = json.loads((FIXTURES.parent.parent / "spec" / "schemas" / name).read_text())
+        assert schemacheck.fingerprint(schema) == expected, name
+
+
+def corpus(home: Path) -> tuple[list[Any], list[Any]]:
+    records = [
+        json.loads(x) for p in sorted((home / "events").glob("*.jsonl")) for x in p.read_text().splitlines()
+    ]
+    statuses = [json.loads(p.read_text()) for p in sorted((home / "status").glob("*.json"))]
+    return records, statuses
+
+
+ODD_VALUES: list[Any] = [None, 0, 1, -1, 1.0, 2.5, True, False, "", "x", "Bash",
+                         "2026-11-21T05:47:37.042923Z",
+                         "2026-11-21T05:47:37.042923Z\n", [], {}, {"a": 1}, "ccm.watch", "PostToolUse",
+                         "a" * 201, 10001, "idle", "waiting", {"item": "i", "kind": "queued", "seq": 3},
+                         {"item": None, "kind": None, "seq": 0}]  # fmt: skip
+
+
+def mutations(obj: dict[str, Any], rng: random.Random, n: int) -> list[dict[str, Any]]:
+    out = []
+    keys = list(obj)
+    extra = ["surprise", "by", "watch", "ok", "exit_code", "interrupted", "prompt", "reason", "tool_input",
+             "truncated", "duration_ms", "error", "tool_name", "source", "typing"]  # fmt: skip
+    for _ in range(n):
+        m = copy.deepcopy(obj)
+        for _ in range(rng.randint(1, 3)):
+            choice = rng.random()
+            if choice < 0.3 and keys:
+                m.pop(rng.choice(keys), None)
+            elif choice < 0.6:
+                m[rng.choice(keys + extra)] = rng.choice(ODD_VALUES)
+            else:
+                nested = [k for k, v in m.items() if isinstance(v, dict) and v]
+                if nested:
+                    inner = m[rng.choice(nested)]
+                    key = rng.choice([*inner, "surprise", "command", "file_path", "stopped", "turn", "seq"])
+                    if rng.random() < 0.3:
+                        inner.pop(key, None)
+                    else:
+                        inner[key] = rng.choice(ODD_VALUES)
+        out.append(m)
+    return out
+
+
+def test_the_fast_check_never_vouches_for_what_jsonschema_rejects(written: Path) -> None:
+    rng = random.Random(9)
+    records, statuses = corpus(written)
+    events, status_schema = validatelog.schema("event.schema.json"), validatelog.schema("status.schema.json")
+    vouched = 0
+    for originals, fast, schema in (
+        (records, schemacheck.event_ok, events),
+        (statuses, schemacheck.status_ok, status_schema),
+    ):
+        for obj in originals:
+            for candidate in [obj, *mutations(obj, rng, 150)]:
+                if fast(candidate):
+                    vouched += 1
+                    assert list(schema.iter_errors(candidate)) == [], candidate
+    assert vouched > len(records) + len(statuses)
+    # And it vouches for every plain record the handler writes (that is where the speed comes from).
+    assert all(schemacheck.event_ok(r) for r in records if not r["event"].startswith("ccm."))
+    assert all(schemacheck.status_ok(s) for s in statuses)
+
+
+@pytest.mark.parametrize("damage", [*DAMAGE, *WARNINGS], ids=lambda d: d.__name__)
+def test_the_same_report_with_and_without_the_fast_check(
+    damage: Callable[[Path], str],
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    damage(home)
+    reports = []
+    for fast in (True, False):
+        monkeypatch.setattr(validatelog, "FAST", fast)
+        reports.append(check(home, capsys))
+    assert reports[0] == reports[1]
+
+
+# --- the whole layout is known ----------------------------------------------------------------------------
+
+
+def test_ccm_own_files_are_part_of_the_layout(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("queue/done", "agentd", "bin", "backups/abc"):
+        (home / name).mkdir(mode=0o700, parents=True)
+    for name in ("queue/1700000000-abcd.json", "queue/done/1699999999-abcd.json", "agentd/health.json",
+                 "agentd/agentd.lock", "config.toml", "config.toml.bak", "config.snapshot.json",
+                 "log/agentd.log", "log/notify.log", "locks/config.lock",
+                 "locks/settings-abc.lock"):  # fmt: skip
+        (home / name).write_text("{}")
+        (home / name).chmod(0o600)
+    for d in ("queue", "backups"):
+        (home / d).chmod(0o700)
+    code, lines = check(home, capsys)
+    assert (code, lines[:-1]) == (0, [])
+    (home / "agentd" / "metrics.prom").write_text("")
+    (home / "agentd" / "metrics.prom").chmod(0o644)
+    (home / "mystery").write_text("")
+    code, lines = check(home, capsys)
+    assert f"{home}/agentd/metrics.prom: error: mode 0644" in "\n".join(lines)
+    assert f"{home}/mystery: warning: not part of the layout" in "\n".join(lines)
+
+
+def test_validate_memory_does_not_grow_with_the_log(ccm_home: Path) -> None:
+    """A 60 MB log checks in bounded memory (streamed) and at a cost per record far below jsonschema's."""
+    run_all(ccm_home, ["SessionStart__startup_p", "UserPromptSubmit__p"], sid=SID)
+    log = ccm_home / "events" / f"{SID}.jsonl"
+    lines = log.read_text().splitlines()
+    last = json.loads(lines[-1])
+    n = 150_000
+    with log.open("a") as fh:
+        for i in range(1, n + 1):
+            rec = {**last, "seq": last["seq"] + i, "event": "Notification",
+                   "notification_type": "idle_prompt", "message": "m" * 300}  # fmt: skip
+            rec.pop("prompt", None)
+            fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+    (ccm_home / "status" / f"{SID}.json").unlink()  # no replay comparison needed here
+    # Peak RSS from VmHWM: ru_maxrss would count the pages of the (large) pytest process it forked from.
+    probe = (
+        "import re, sys, time; from ccm_hooks.commands import validate\n"
+        "t = time.process_time(); validate.validate_cmd(None); t = time.process_time() - t\n"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+        "print('RSS', hwm, 'CPU', t, file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    _, rss_kb, _, cpu = out.stderr.split()
+    assert f"{n + 2} records, 0 errors" in out.stdout, out.stdout[-500:]
+    assert int(rss_kb) < 60_000, rss_kb  # the log is 60 MB; a bare python is ~10 MB
+    assert float(cpu) / n < 60e-6, cpu  # jsonschema alone costs ~500 us a record

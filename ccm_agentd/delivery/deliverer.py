@@ -31,9 +31,10 @@ from typing import Any
 
 from ccm_agentd import panes, registry, screen, transcript
 from ccm_agentd.delivery import readiness, typist
-from ccm_agentd.delivery.history import FINAL, History, Item, Track, offset_of_time
+from ccm_agentd.delivery.history import FINAL, History, Item, Track
 from ccm_hooks import paths, store
-from ccm_hooks.statedir import reader, sendqueue
+from ccm_hooks.record import iso_utc
+from ccm_hooks.statedir import logscan, reader, sendqueue
 from ccm_hooks.statedir.timefmt import parse_ts
 from ccm_hooks.texts import TextError, check_typed, same_text
 
@@ -92,7 +93,7 @@ class Deliverer:
         if h is None:
             path = paths.events_path(self.root, sid)
             start = parse_ts(since)
-            offset = offset_of_time(path, start - HISTORY_MARGIN_S) if start is not None else 0
+            offset = logscan.seek_since(path, iso_utc(start - HISTORY_MARGIN_S)) if start is not None else 0
             h = self.histories[sid] = History(reader.LogTail(path, offset))
         h.update()
         return h

@@ -4,12 +4,9 @@ whole history of a long-lived session."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ccm_hooks import fileio
-from ccm_hooks.record import iso_utc
 from ccm_hooks.statedir import reader
 from ccm_hooks.statedir.timefmt import parse_ts
 
@@ -95,31 +92,3 @@ class History:
             if track.item.command and event in COMMAND_EFFECTS:
                 return rec
         return None
-
-
-def offset_of_time(path: str, since: float, chunk: int = 1 << 16) -> int:
-    """A byte offset in a JSONL log at or before the first record with ``ts`` >= ``since``: the log is read
-    backwards from its end, a chunk at a time, until a whole record older than ``since`` is found."""
-    wanted = iso_utc(since)  # the ts format sorts as text
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return 0
-    try:
-        end = os.fstat(fd).st_size
-        while end > 0:
-            start = max(0, end - chunk)
-            data = os.pread(fd, end - start, start)
-            first = data.find(b"\n") + 1 if start > 0 else 0  # the first line may be cut: it starts before
-            found = None
-            for line_end, rec in fileio.iter_lines(data[first:]):
-                if str(rec.get("ts") or "") < wanted:
-                    found = start + first + line_end  # just after an older record
-            if found is not None:
-                return found
-            if start == 0:
-                return 0
-            end = start + first if first > 0 else start
-        return 0
-    finally:
-        os.close(fd)

@@ -2,11 +2,18 @@
 
 Exit codes: 0 ok, 1 an expected failure (one line on stderr saying what to do), 3 an unexpected error
 (traceback written to ``$CCM_HOME/log/cli.log``, one line pointing at it), 130 interrupted.
+
+This is the one definition of the CLI (help, completion, errors). The entry point is main.py, which runs
+the read commands (status, events, top) through a small parser without importing typer; tests/test_cli.py
+keeps its table of options equal to the options declared here. Help is plain text (``rich_markup_mode``
+None): flags read ``-f, --follow`` rather than ``--follow -f <bool>``. Options take a ``metavar`` naming
+what they want.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -15,12 +22,43 @@ import typer
 from ccm_hooks.commands.error_boundary import run_command
 
 app = typer.Typer(
-    add_completion=False,
     pretty_exceptions_enable=False,  # run_command is the one error boundary
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="Record what every Claude Code session does, through its hooks, and read it back.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ccm_hooks.commands.main import PROG, version
+
+        typer.echo(f"{PROG} {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Record what every Claude Code session does, through its hooks, and read it back."""
+
+
+def _in_home(func: Callable[[], int], write: bool = False) -> Callable[[], int]:
+    """``func``, after checking that $CCM_HOME is a directory this user can use (one line if not)."""
+
+    def call() -> int:
+        from ccm_hooks import paths
+        from ccm_hooks.statedir import home
+
+        home.usable(paths.state_dir(), write=write)
+        return func()
+
+    return call
 
 
 class Scope(enum.StrEnum):
@@ -35,6 +73,7 @@ ScopeOpt = Annotated[
         "--scope",
         help="project: .claude/settings.json (shared, usually committed); "
         "local: .claude/settings.local.json (just you); user: ~/.claude/settings.json (every project).",
+        metavar="SCOPE",
     ),
 ]
 FleetOpt = Annotated[
@@ -42,8 +81,11 @@ FleetOpt = Annotated[
 ]
 ProjectOpt = Annotated[
     Path,
-    typer.Option("--project", "-C", help="Project directory for project/local scope.", show_default="."),
-]
+    typer.Option(
+        "--project", "-C", help="Project directory for project/local scope (default: .).", metavar="DIR",
+        show_default=False,
+    ),
+]  # fmt: skip
 
 
 @app.command()
@@ -59,7 +101,7 @@ def install(
 
         return installer.install_cmd(scope.value, project, dry_run)
 
-    raise typer.Exit(run_command(call))
+    raise typer.Exit(run_command(_in_home(call, write=True)))
 
 
 @app.command()
@@ -75,7 +117,7 @@ def uninstall(
 
         return installer.uninstall_cmd(scope.value, project, dry_run)
 
-    raise typer.Exit(run_command(call))
+    raise typer.Exit(run_command(_in_home(call, write=True)))
 
 
 @app.command()
@@ -94,6 +136,11 @@ def doctor(project: ProjectOpt = Path(".")) -> None:
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of status objects.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw whenever a session changes.")] = False,
+    active: Annotated[bool, typer.Option("--active", "-a", help="Leave out ended sessions.")] = False,
+    project: Annotated[
+        Path | None,
+        typer.Option("--project", "-C", help="Only sessions in DIR or below it.", metavar="DIR"),
+    ] = None,
     fleet: FleetOpt = False,
 ) -> None:
     """One line per session, newest first: state, project, last tool, age."""
@@ -103,42 +150,57 @@ def status(
             from ccm_hooks.commands import fleetcmd
 
             return fleetcmd.status_cmd(as_json, watch)
-        from ccm_hooks.commands import views
+        from ccm_hooks.commands import statusview
 
-        return views.status_cmd(as_json, watch)
+        return statusview.status_cmd(as_json, watch, active, str(project) if project is not None else None)
 
-    raise typer.Exit(run_command(call))
+    raise typer.Exit(run_command(_in_home(call)))
 
 
 @app.command()
 def events(
     session: Annotated[
-        str | None, typer.Option("--session", "-s", help="Only this session (id or unique prefix).")
+        str | None,
+        typer.Option("--session", "-s", help="Only this session (id or unique prefix).", metavar="ID"),
     ] = None,
     event: Annotated[
-        list[str] | None, typer.Option("--event", "-e", help="Only this event name (repeatable).")
+        list[str] | None,
+        typer.Option("--event", "-e", help="Only this event name (repeatable).", metavar="NAME"),
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option("--since", help="Only records at or after TIME: ISO 8601, or an age: 90s, 15m, 2h, 1d."),
+        typer.Option(
+            "--since",
+            help="Only records at or after TIME: ISO 8601, or an age: 90s, 15m, 2h, 1d.",
+            metavar="TIME",
+        ),
     ] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
+    lines: Annotated[
+        int | None,
+        typer.Option(
+            "--lines", "-n", help="Only the last N records (with --follow: 10 unless given).", metavar="N"
+        ),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Then keep printing new records, as tail -f does.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print records as JSON lines (jq-ready).")] = False,
 ) -> None:
-    """Print the event log, oldest first."""
+    """Print the event log, oldest first: one session in seq order, several merged by time."""
 
     def call() -> int:
-        from ccm_hooks.commands import views
+        from ccm_hooks.commands import eventsview
 
-        return views.events_cmd(session, event or [], since, follow, as_json)
+        return eventsview.events_cmd(session, event or [], since, follow, as_json, lines)
 
-    raise typer.Exit(run_command(call))
+    raise typer.Exit(run_command(_in_home(call)))
 
 
 @app.command()
 def validate(
     home: Annotated[
-        Path | None, typer.Option("--home", help="State dir to check.", show_default="$CCM_HOME or ~/.ccm")
+        Path | None,
+        typer.Option("--home", help="State dir to check (default: $CCM_HOME or ~/.ccm).", metavar="DIR"),
     ] = None,
 ) -> None:
     """Check a state dir against spec/: layout, modes, every record and status file."""
@@ -153,9 +215,12 @@ def validate(
 
 @app.command()
 def send(
-    session: Annotated[str, typer.Argument(help="Session id or unique prefix.")],
+    session: Annotated[str, typer.Argument(help="Session id or unique prefix.", metavar="SESSION_ID")],
     text: Annotated[
-        str, typer.Argument(help="The prompt: one line of printable text, at most 800 characters.")
+        str,
+        typer.Argument(
+            help="The prompt: one line of printable text, at most 800 characters.", metavar="TEXT"
+        ),
     ],
     command: Annotated[
         bool, typer.Option("--command", help="TEXT is a /command or !command, typed as such on purpose.")
@@ -168,11 +233,12 @@ def send(
 
         return send_mod.send_cmd(session, text, command)
 
-    raise typer.Exit(run_command(call))
+    raise typer.Exit(run_command(_in_home(call, write=True)))
 
 
 queue_app = typer.Typer(
     invoke_without_command=True,
+    rich_markup_mode=None,
     help="Prompts queued with `send`: what waits, and why; cancel one.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -193,11 +259,13 @@ def queue_list(
 
         return send_mod.queue_cmd(as_json)
 
-    raise typer.Exit(run_command(call))
+    raise typer.Exit(run_command(_in_home(call)))
 
 
 @queue_app.command("cancel")
-def queue_cancel(item: Annotated[str, typer.Argument(help="The item id `ccm-hooks queue` shows.")]) -> None:
+def queue_cancel(
+    item: Annotated[str, typer.Argument(help="The item id `ccm-hooks queue` shows.", metavar="ITEM_ID")],
+) -> None:
     """Take a pending prompt out of the queue (refused once ccm-agentd has begun typing it)."""
 
     def call() -> int:
@@ -205,22 +273,26 @@ def queue_cancel(item: Annotated[str, typer.Argument(help="The item id `ccm-hook
 
         return send_mod.queue_cancel_cmd(item)
 
-    raise typer.Exit(run_command(call))
+    raise typer.Exit(run_command(_in_home(call, write=True)))
 
 
 watch_app = typer.Typer(
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="Watch mode: when a session stops, continue it, within limits (spec/watch.md).",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(watch_app, name="watch")
 
 SessionArg = Annotated[
-    str | None, typer.Argument(help="Session id or unique prefix (`ccm-hooks status` lists them).")
+    str | None,
+    typer.Argument(help="Session id or unique prefix (`ccm-hooks status` lists them).", metavar="SESSION_ID"),
 ]
 WatchProjectOpt = Annotated[
     Path | None,
-    typer.Option("--project", "-C", help="Default for sessions started in DIR (and below) from now on."),
+    typer.Option(
+        "--project", "-C", help="Default for sessions started in DIR (and below) from now on.", metavar="DIR"
+    ),
 ]
 GlobalOpt = Annotated[bool, typer.Option("--global", help="Default for every session started from now on.")]
 
@@ -231,21 +303,27 @@ def watch_on(
     project: WatchProjectOpt = None,
     everyone: GlobalOpt = False,
     max_turns: Annotated[
-        int | None, typer.Option("--max-turns", help="Auto-continues per run (1-10000).", show_default="10")
+        int | None,
+        typer.Option("--max-turns", help="Auto-continues per run, 1-10000 (default 10).", metavar="N"),
     ] = None,
     prompt: Annotated[
-        str | None, typer.Option("--prompt", help="What to say to continue.", show_default="continue")
+        str | None,
+        typer.Option("--prompt", help="What to say to continue (default: continue).", metavar="TEXT"),
     ] = None,
     done_marker: Annotated[
         str | None,
         typer.Option(
-            "--done-marker", help="Stop when the reply matches this regex.", show_default="\\[DONE\\]"
+            "--done-marker",
+            help="Stop when the reply matches this regex (default: \\[DONE\\]).",
+            metavar="REGEX",
         ),
     ] = None,
     no_progress: Annotated[
         int | None,
         typer.Option(
-            "--no-progress", help="Stop after K auto-continued turns without a tool call.", show_default="2"
+            "--no-progress",
+            help="Stop after K auto-continued turns without a tool call (default 2).",
+            metavar="K",
         ),
     ] = None,
 ) -> None:
@@ -258,7 +336,7 @@ def watch_on(
                    "no_progress_turns": no_progress}  # fmt: skip
         return watchcmd.watch_set_cmd(True, session, project, everyone, changes)
 
-    raise typer.Exit(run_command(call))
+    raise typer.Exit(run_command(_in_home(call, write=True)))
 
 
 @watch_app.command("off")
@@ -272,7 +350,7 @@ def watch_off(
 
         return watchcmd.watch_set_cmd(False, session, project, everyone, {})
 
-    raise typer.Exit(run_command(call))
+    raise typer.Exit(run_command(_in_home(call, write=True)))
 
 
 @watch_app.command("status")
@@ -287,12 +365,12 @@ def watch_status(
 
         return watchcmd.watch_status_cmd(session, as_json)
 
-    raise typer.Exit(run_command(call))
+    raise typer.Exit(run_command(_in_home(call)))
 
 
 @watch_app.command("reset")
 def watch_reset(
-    session: Annotated[str, typer.Argument(help="Session id or unique prefix.")],
+    session: Annotated[str, typer.Argument(help="Session id or unique prefix.", metavar="SESSION_ID")],
 ) -> None:
     """Give a session a fresh run: the auto-continue count back to 0, a stop cleared."""
 
@@ -301,33 +379,71 @@ def watch_reset(
 
         return watchcmd.watch_reset_cmd(session)
 
-    raise typer.Exit(run_command(call))
+    raise typer.Exit(run_command(_in_home(call, write=True)))
 
 
 @app.command()
 def top(
     iterations: Annotated[
         int | None,
-        typer.Option("--iterations", "-n", help="Print this many snapshots, then exit (plain output only)."),
+        typer.Option(
+            "--iterations",
+            "-n",
+            help="Print N snapshots, DELAY seconds apart, then exit (as top -b -n).",
+            metavar="N",
+        ),
     ] = None,
+    delay: Annotated[
+        float | None,
+        typer.Option("--delay", "-d", help="Seconds between snapshots with -n (default 2).", metavar="DELAY"),
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", "-a", help="Show ended sessions too (the a key toggles them).")
+    ] = False,
     fleet: FleetOpt = False,
 ) -> None:
-    """Live view of every session; keys: arrows/j/k select, w toggle watch, r reset its counter, q quit.
+    """Live view of every session: Enter goes to its tmux pane, w toggles watch, r resets it, ? keys.
 
-    When stdout is not a terminal, prints plain snapshots instead (one per change), like `top -b`.
-    """
+    When stdout is not a terminal, prints plain snapshots instead: one now and one after each change, or
+    with -n, N of them DELAY seconds apart (as top -b -n N -d DELAY).
+    """  # fmt: skip
 
     def call() -> int:
         if fleet:
             from ccm_hooks.commands import fleetcmd
 
-            return fleetcmd.top_cmd(iterations)
+            return fleetcmd.top_cmd(iterations, delay)
         from ccm_hooks.commands import top as top_mod
 
-        return top_mod.top_cmd(iterations)
+        return top_mod.top_cmd(iterations, delay, show_all)
 
-    raise typer.Exit(run_command(call))
+    raise typer.Exit(run_command(_in_home(call)))
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            help="Remove ended sessions idle for longer than AGE: 90m, 12h, 7d, 2w.",
+            metavar="AGE",
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go, remove nothing.")] = False,
+) -> None:
+    """Remove the files of ended sessions (log, status, lock) and stale temp files; never a live session's."""
+
+    def call() -> int:
+        from ccm_hooks.commands import prune as prune_mod
+
+        return prune_mod.prune_cmd(older_than, dry_run)
+
+    raise typer.Exit(run_command(_in_home(call, write=True)))
 
 
 def main() -> None:
-    app(prog_name="ccm-hooks")
+    """The old entry point (scripts installed before main.py existed): same behaviour."""
+    from ccm_hooks.commands import main as entry
+
+    entry.main()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import sys
-import traceback
-from collections.abc import Callable
 
 from ccm_hooks import paths
 from ccm_hooks.errors import CcmError
+
+TYPE_CHECKING = False  # the read commands start through here: no typing at run time (main.py says why)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -22,7 +23,9 @@ def run_command(func: Callable[[], int], prog: str = "ccm-hooks") -> int:
     try:
         return func()
     except CcmError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        from ccm_hooks.statedir.safetext import one_line
+
+        print(f"{prog}: {one_line(str(exc))}", file=sys.stderr)  # it may quote what a session wrote
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -40,10 +43,13 @@ def run_command(func: Callable[[], int], prog: str = "ccm-hooks") -> int:
 
 
 def _log_unexpected(prog: str) -> str:
+    import datetime
+    import traceback
+
     root = paths.state_dir()
     log = os.path.join(paths.log_dir(root), "cli.log")
     try:
-        paths.ensure_layout(root)
+        paths.ensure_layout(root, ("log",))  # only what the log needs: status/ may be what failed
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, paths.FILE_MODE)
         with os.fdopen(fd, "a", encoding="utf-8") as fh:
             now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

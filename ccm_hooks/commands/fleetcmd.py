@@ -121,11 +121,14 @@ def snapshot(conn: Any, now: float, width: int | None) -> str:
     return "\n".join(out) + "\n"
 
 
-def top_cmd(iterations: int | None) -> int:
-    """Every system, its live sessions and the queue, redrawn every 2 s; plain snapshots when not a
-    terminal or with -n (one per change)."""
+def top_cmd(iterations: int | None, delay: float | None = None) -> int:
+    """Every system, its live sessions and the queue, read again every ``delay`` s (2); plain snapshots when
+    not a terminal or with -n (one per change)."""
     if iterations is not None and iterations < 1:
         raise CcmError("-n/--iterations must be at least 1")
+    every = REDRAW_S if delay is None else delay
+    if not 0.1 <= every <= 3600:
+        raise CcmError("-d/--delay must be from 0.1 to 3600 seconds")
     root = paths.state_dir()
     _, conn = fleetdb.open_fleet(root, "ccm-hooks top --fleet")
     with conn:
@@ -139,16 +142,16 @@ def top_cmd(iterations: int | None) -> int:
                     shown, last = shown + 1, text
                     if iterations is not None and shown >= iterations:
                         return 0
-                time.sleep(REDRAW_S)
-        return _interactive(conn)
+                time.sleep(every)
+        return _interactive(conn, every)
 
 
-def _interactive(conn: Any) -> int:
+def _interactive(conn: Any, every: float) -> int:
     import curses
 
     def run(stdscr: curses.window) -> int:
         curses.curs_set(0)
-        stdscr.timeout(int(REDRAW_S * 1000))
+        stdscr.timeout(int(every * 1000))
         while True:
             height, width = stdscr.getmaxyx()
             stdscr.erase()

@@ -157,26 +157,21 @@ def _owner(uid: int) -> str:
 
 
 def state_dir_problem(root: str) -> str | None:
-    """One line saying why ccm must not use ``root`` as its state dir and what to do; None if it may."""
-    from_env = bool(os.environ.get("CCM_HOME"))
-    where = f"CCM_HOME={root}" if from_env else f"the state dir {root}"
+    """One line saying why ccm must not use ``root`` as its state dir and what to do; None if it may.
+    The same check every command runs first (``statedir.home``), plus: not writable by others."""
+    from ccm_hooks.statedir import home
+
+    try:
+        home.usable(root)
+    except CcmError as exc:
+        return str(exc)
     try:
         st = os.stat(root)  # a symlinked state dir is fine: its target is checked
-    except FileNotFoundError:
+    except OSError:
         return None  # created on first use, 0700
-    except OSError as exc:
-        return f"cannot use {where}: {exc.strerror}; point CCM_HOME at a directory of your own"
-    if not stat.S_ISDIR(st.st_mode):
-        kind = "a file" if stat.S_ISREG(st.st_mode) else "not a directory"
-        fix = "point CCM_HOME at a directory (or unset it to use ~/.ccm)" if from_env else "move it aside"
-        return f"{where} is {kind}, not a directory: {fix}"
-    if st.st_uid != os.geteuid():
-        return (
-            f"{where} belongs to {_owner(st.st_uid)}, not to you, so ccm will not use it: "
-            "point CCM_HOME at a directory of your own"
-        )
     if st.st_mode & 0o022:
-        return f"{where} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): run chmod go-w {root}"
+        mode = stat.S_IMODE(st.st_mode)
+        return f"the state dir {root} is writable by others (mode {mode:04o}): run chmod go-w {root}"
     return None
 
 

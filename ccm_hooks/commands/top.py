@@ -1,31 +1,37 @@
-"""``ccm-hooks top``: every session in one table, redrawn when a status file changes.
+"""``ccm-hooks top``: every session in one table, kept current at the cost of what changed.
 
-On a terminal (stdin and stdout both ttys) it is a curses view with keys to select a session, toggle its
-watch mode and reset its counter. Otherwise, or with ``-n``, it prints plain snapshots like ``top -b``: one
-table now, then a blank line and another table after each change.
+On a terminal (stdin and stdout both ttys) it is a curses view (topscreen.py) with keys to select a session,
+go to its tmux pane, toggle its watch mode and reset its counter. Otherwise it prints plain snapshots like
+``top -b``: one now and then one after each change; with ``-n N``, N snapshots DELAY seconds apart (so
+``top -n 2 | cat`` ends after DELAY seconds even when nothing changes). Ended sessions are hidden unless
+``--all`` (or the ``a`` key) asks for them.
+
+Both modes keep a ``StatusCache``: the watcher says which status files changed and only those are read;
+the directory is listed (a stat per file) every RESCAN_S and when the watcher lost events.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import select
 import sys
 import time
 import unicodedata
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ccm_hooks import paths
 from ccm_hooks.commands import watchcmd
+from ccm_hooks.commands.statusview import stale_watch_reason
 from ccm_hooks.errors import CcmError
-from ccm_hooks.statedir import reader, timefmt
+from ccm_hooks.statedir import timefmt
 from ccm_hooks.statedir.fswatch import DirWatcher
-
-if TYPE_CHECKING:
-    import curses
+from ccm_hooks.statedir.safetext import one_line
+from ccm_hooks.statedir.statuscache import StatusCache
 
 REDRAW_S = 2.0  # redraw this often even when nothing changed, so the ages stay true
-PLAIN_RESCAN_S = 5.0  # watchers can drop events: plain mode re-reads this often anyway
+MIN_REDRAW_S = 0.25  # and at most this often, however busy the sessions are
+RESCAN_S = 5.0  # watchers can drop events: list the directory this often anyway
+DEFAULT_DELAY_S = 2.0  # between snapshots with -n
 BY = "ccm-hooks top"
 # (title, width, right-aligned); ACTION takes what is left. 55 columns, so ACTION gets 24 of 80.
 COLUMNS = (
@@ -67,15 +73,16 @@ def _pad(text: str, width: int, right: bool) -> str:
 
 
 def _clean(value: object) -> str:
-    """One line of printable text: an action can hold a command with newlines or escape sequences."""
-    flat = " ".join(str(value or "").split())
-    return "".join(ch if ch.isprintable() else "?" for ch in flat)
+    """One line of text safe for a terminal: an action can hold a command with newlines or escapes."""
+    return one_line(str(value or ""))
 
 
 def action(st: dict[str, Any]) -> str:
     """What to read next to the state: why it waits or stopped, what it does, or the last tool it used."""
     state, reason = st.get("state"), st.get("reason")
-    if state in ("waiting", "error", "ended") or (state == "idle" and reason):
+    if stale_watch_reason(st):
+        reason = None  # a reset run: the stop it explained no longer holds
+    if state in ("waiting", "error", "ended", "stalled", "rate_limited") or (state == "idle" and reason):
         return _clean(reason)
     if state == "idle":
         if st.get("current_action"):  # /compact typed at the prompt
@@ -113,202 +120,69 @@ def format_row(values: list[str], width: int | None, ellipsis: str = "…") -> s
 HEADER = [title for title, _, _ in COLUMNS] + ["ACTION"]
 
 
-def plain_snapshot(root: str, statuses: list[dict[str, Any]], now: float) -> str:
+def visible(statuses: list[dict[str, Any]], show_all: bool) -> list[dict[str, Any]]:
+    return statuses if show_all else [st for st in statuses if st.get("state") != "ended"]
+
+
+def plain_snapshot(root: str, statuses: list[dict[str, Any]], now: float, hidden: int = 0) -> str:
+    more = f" ({hidden} ended hidden: --all shows them)" if hidden else ""
     if not statuses:
-        return f"no sessions recorded in {root} yet\n"
+        return f"no sessions recorded in {one_line(root)} yet{more}\n"
     lines = [format_row(HEADER, None), *(format_row(row_values(st, now), None) for st in statuses)]
+    if hidden:
+        lines.append(f"({hidden} ended hidden: --all shows them)")
     return "\n".join(lines) + "\n"
 
 
 # --- plain mode ---------------------------------------------------------------------------------------
 
 
-def run_plain(root: str, iterations: int | None) -> int:
+def run_plain(root: str, iterations: int | None, delay: float, show_all: bool) -> int:
     # The watcher exists before the first read, so a change made while we print is not missed.
     with DirWatcher([paths.status_dir(root)]) as watcher:
-        statuses = reader.load_statuses(root)
+        cache = StatusCache(root)
+        cache.rescan()
+        rescanned = time.monotonic()
         shown = 0
+        last: list[dict[str, Any]] | None = None
         while True:
-            sys.stdout.write(("\n" if shown else "") + plain_snapshot(root, statuses, time.time()))
+            everything = cache.statuses()
+            rows = visible(everything, show_all)
+            text = plain_snapshot(root, rows, time.time(), len(everything) - len(rows))
+            sys.stdout.write(("\n" if shown else "") + text)
             sys.stdout.flush()
             shown += 1
+            last = rows
             if iterations is not None and shown >= iterations:
                 return 0
-            statuses = _next_change(watcher, root, statuses)
+            drawn = time.monotonic()
+            while True:
+                # -n: the next snapshot is due DELAY after this one, changed or not (top -b -n).
+                # Otherwise: at the next change, at most every MIN_REDRAW_S.
+                due = drawn + delay if iterations is not None else math.inf
+                wake = min(due, rescanned + RESCAN_S)
+                watcher.wait(max(0.0, wake - time.monotonic()))
+                changed = cache.apply(watcher.take())
+                if time.monotonic() - rescanned >= RESCAN_S:
+                    changed |= cache.rescan()
+                    rescanned = time.monotonic()
+                if time.monotonic() >= due:
+                    break
+                if iterations is None and changed and visible(cache.statuses(), show_all) != last:
+                    time.sleep(max(0.0, drawn + MIN_REDRAW_S - time.monotonic()))
+                    cache.apply(watcher.take())
+                    break
 
 
-def _next_change(watcher: DirWatcher, root: str, last: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Block until the statuses differ from ``last``. Comparing, rather than trusting each event, skips
-    the temp-file events of an atomic write and still notices a change the watcher dropped."""
-    while True:
-        watcher.wait(PLAIN_RESCAN_S)
-        statuses = reader.load_statuses(root)
-        if statuses != last:
-            return statuses
-
-
-# --- interactive mode ----------------------------------------------------------------------------------
-
-
-class TopScreen:
-    """The curses view: a title, the header, one row per session, a message line."""
-
-    def __init__(self, stdscr: curses.window, root: str, watcher: DirWatcher) -> None:
-        import curses
-
-        self.curses = curses
-        self.stdscr = stdscr
-        self.root = root
-        self.watcher = watcher
-        self.statuses: list[dict[str, Any]] = []
-        self.sid: str | None = None  # the selection follows a session id, not a row number
-        self.index = 0
-        self.scroll = 0
-        self.message = ""
-        self.encoding = stdscr.encoding or "utf-8"
-        self.ellipsis = "…"
-        try:
-            self.ellipsis.encode(self.encoding)
-        except (UnicodeError, LookupError):
-            self.ellipsis = "~"  # an ASCII terminal (LANG=C)
-
-    def reload(self) -> None:
-        self.statuses = reader.load_statuses(self.root)
-        ids = [str(st.get("session_id")) for st in self.statuses]
-        if self.sid in ids:
-            self.index = ids.index(self.sid)
-        else:  # gone (or nothing selected yet): whatever is now on the same row
-            self.index = max(0, min(self.index, len(ids) - 1))
-            self.sid = ids[self.index] if ids else None
-
-    def move(self, delta: int) -> None:
-        if self.statuses:
-            self.index = max(0, min(self.index + delta, len(self.statuses) - 1))
-            self.sid = str(self.statuses[self.index].get("session_id"))
-
-    def act(self, key: str) -> None:
-        """``w``: toggle watch, ``r``: reset its counter, on the selected session."""
-        if self.sid is None:
-            self.message = "no session selected"
-            return
-        sid, current = self.sid, self.statuses[self.index]
-        try:
-            if key == "w":
-                enabled = not (current.get("watch") or {}).get("enabled")
-                new = watchcmd.set_session(self.root, sid, enabled=enabled, changes={}, by=BY)
-                self.message = f"watch {'on' if enabled else 'off'} for {sid[:8]}"
-            else:
-                new = watchcmd.reset_session(self.root, sid, by=BY)
-                self.message = f"counter reset for {sid[:8]} ({watchcmd.label(new.get('watch'))})"
-        except (CcmError, OSError) as exc:
-            self.message = f"{sid[:8]}: {exc}"
-            return
-        # A second key in the same burst must see this result, not the status read before it.
-        self.statuses[self.index] = new
-
-    def handle(self, key: int) -> bool:
-        """False when it is time to quit."""
-        c = self.curses
-        if key in (ord("q"), ord("Q"), 27):  # 27: Esc
-            return False
-        if key in (c.KEY_UP, ord("k")):
-            self.move(-1)
-        elif key in (c.KEY_DOWN, ord("j")):
-            self.move(1)
-        elif key in (ord("w"), ord("r")):
-            self.act(chr(key))
-        return True
-
-    def put(self, y: int, text: str, attr: int = 0, fill: bool = False) -> None:
-        """Draw one line cut to the window; ``fill`` pads it so a highlight spans the whole width."""
-        height, width = self.stdscr.getmaxyx()
-        if not 0 <= y < height:
-            return
-        line = fit(text, width, self.ellipsis)
-        if fill:
-            line = _pad(line, width, False)
-        try:  # unencodable characters become "?" instead of an exception
-            self.stdscr.addstr(y, 0, line.encode(self.encoding, "replace").decode(self.encoding), attr)
-        except self.curses.error:
-            pass  # writing the bottom-right cell "fails" after drawing it; a tiny window clips the rest
-
-    def draw(self) -> None:
-        c = self.curses
-        height, width = self.stdscr.getmaxyx()
-        self.stdscr.erase()
-        sessions = f"{len(self.statuses)} session" + ("" if len(self.statuses) == 1 else "s")
-        self.put(0, f"ccm top: {sessions}  w watch on/off  r reset  q quit", c.A_BOLD)
-        self.put(1, format_row(HEADER, width, self.ellipsis), c.A_UNDERLINE)
-        rows = max(0, height - 3)  # title, header and message line take the rest
-        # Scroll just enough to keep the selection visible, and no further than needed to fill the rows.
-        self.scroll = max(min(self.scroll, self.index, len(self.statuses) - rows), self.index - rows + 1, 0)
-        now = time.time()
-        for i, st in enumerate(self.statuses[self.scroll : self.scroll + rows]):
-            row = format_row(row_values(st, now), width, self.ellipsis)
-            selected = self.scroll + i == self.index
-            self.put(2 + i, row, c.A_REVERSE if selected else 0, fill=selected)
-        if not self.statuses and rows:
-            self.put(2, "no sessions yet")
-        if height >= 3:
-            self.put(height - 1, self.message or (self.sid or ""))
-        self.stdscr.noutrefresh()
-        c.doupdate()
-
-    def keys(self) -> Iterator[int]:
-        """Every key pending, without waiting."""
-        self.stdscr.timeout(0)
-        key = self.stdscr.getch()
-        while key != -1:
-            yield key
-            key = self.stdscr.getch()
-
-    def run(self) -> int:
-        c = self.curses
-        try:
-            c.curs_set(0)
-        except c.error:
-            pass  # some terminals cannot hide the cursor
-        c.set_escdelay(25)  # Esc quits; don't wait the default second for an escape sequence
-        self.stdscr.keypad(True)
-        watch_fd, stdin_fd = self.watcher.fileno(), sys.stdin.fileno()
-        empty_wakeups = 0
-        while True:
-            self.reload()
-            self.draw()
-            # Sleep until a status file changes, a key arrives, or it is time to tick the ages.
-            ready, _, _ = select.select([stdin_fd, watch_fd], [], [], REDRAW_S)
-            if watch_fd in ready:
-                self.watcher.wait(0)  # drain the events; the reload above reads the files
-            # Read keys even when select saw none: a terminal resize is reported as a key (KEY_RESIZE).
-            got_key = False
-            for key in self.keys():
-                got_key = True
-                if not self.handle(key):
-                    return 0
-            # stdin readable yet no key, time after time: the terminal is gone (EOF). Don't spin on it.
-            empty_wakeups = empty_wakeups + 1 if stdin_fd in ready and not got_key else 0
-            if empty_wakeups > 50:
-                return 0
-
-
-def run_interactive(root: str) -> int:
-    import curses
-
-    with DirWatcher([paths.status_dir(root)]) as watcher:
-        try:
-            return curses.wrapper(lambda stdscr: TopScreen(stdscr, root, watcher).run())
-        except curses.error as exc:
-            raise CcmError(
-                f"cannot run the terminal view ({exc}; TERM={os.environ.get('TERM', '')!r}); "
-                "`ccm-hooks top | cat` prints plain snapshots"
-            ) from None
-
-
-def top_cmd(iterations: int | None) -> int:
+def top_cmd(iterations: int | None, delay: float | None = None, show_all: bool = False) -> int:
     if iterations is not None and iterations < 1:
         raise CcmError("-n/--iterations must be at least 1")
+    if delay is not None and not (math.isfinite(delay) and 0.05 <= delay <= 86400):
+        raise CcmError("-d/--delay must be a number of seconds from 0.05 to 86400")
     root = paths.state_dir()
     paths.ensure_layout(root)
     if iterations is not None or not (sys.stdout.isatty() and sys.stdin.isatty()):
-        return run_plain(root, iterations)
-    return run_interactive(root)
+        return run_plain(root, iterations, delay if delay is not None else DEFAULT_DELAY_S, show_all)
+    from ccm_hooks.commands import topscreen
+
+    return topscreen.run_interactive(root, show_all)

@@ -115,7 +115,8 @@ def cancel(root: str, item_id: str, by: str) -> dict[str, Any]:
     and only if no ``typing`` record of the item is in it, so a daemon about to type it sees the record
     first (its own ``typing`` record is conditional the same way) and the two cannot both happen.
     """
-    from ccm_hooks.statedir import reader
+    from ccm_hooks.statedir import logscan, reader
+    from ccm_hooks.statedir.timefmt import parse_ts
 
     item = next((i for i in pending(root) if i["id"] == item_id), None)
     if item is None:
@@ -124,9 +125,12 @@ def cancel(root: str, item_id: str, by: str) -> dict[str, Any]:
     for _ in range(5):
         status = reader.read_status(paths.status_path(root, sid))
         seq = status.get("seq") if status else None
+        # Its records come after the item was made: read the log from there, not from its start.
+        log = paths.events_path(root, sid)
+        since = record.iso_utc((parse_ts(item.get("created_at")) or 0.0) - 60.0)
         typed = [
             r
-            for r in reader.read_events(paths.events_path(root, sid))
+            for r in logscan.LogStream(log, logscan.seek_since(log, since), min_ts=since)
             if r.get("event") == "ccm.delivery" and (r.get("delivery") or {}).get("item") == item_id
         ]
         if typed and (typed[-1].get("delivery") or {}).get("outcome") == "typing":
