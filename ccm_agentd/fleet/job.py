@@ -19,7 +19,8 @@ from typing import Any, Protocol
 from ccm_agentd import panes
 from ccm_agentd.fleet import fence
 from ccm_agentd.fleet.fence import ENDED, FENCED, HELD, LOST, Lease, LeaseFiles, boot_clock
-from ccm_agentd.fleet.link import CancelAsked, Claimed, Link, Lost, Message, Report, Reported
+from ccm_agentd.fleet.link import Link
+from ccm_agentd.fleet.mailbox import CancelAsked, Claimed, Lost, Message, Report, Reported
 from ccm_agentd.jobs import Notify, Wake
 from ccm_agentd.metrics import Metrics
 from ccm_hooks import record
@@ -123,15 +124,15 @@ class FleetJob:
         return [d] if d else []
 
     def fileno(self) -> int | None:
-        return self.link.fileno() if self.link is not None else None
+        return self.link.mail.daemon_fd if self.link is not None else None
 
     def wake(self, w: Wake) -> float | None:
         if self.link is None or self.settings is None:
             return None
-        self.link.hint(w.changed, w.rescan)
+        self.link.mail.hint(w.changed, w.rescan)
         watched = self.local.watch_dir()
         self.local.refresh(w.names.get(watched, frozenset()) if watched else frozenset(), w.rescan)
-        for msg in self.link.drain():
+        for msg in self.link.mail.drain():
             self._on(msg)
         now = boot_clock()
         due: float | None = None
@@ -139,8 +140,8 @@ class FleetJob:
             when = self._tend(lease, w, now)
             if when is not None:
                 due = when if due is None else min(due, when)
-        gen = self.link.capacity_generation()
-        self.link.set_capacity(*self._capacity(gen))
+        gen = self.link.mail.capacity_generation()
+        self.link.mail.set_capacity(*self._capacity(gen))
         return None if due is None else w.now + max(0.0, due - now)
 
     def health(self) -> dict[str, Any]:
@@ -148,7 +149,7 @@ class FleetJob:
         if self.settings is not None:
             out["system"] = self.settings.system
         if self.link is not None:
-            out.update(self.link.health())
+            out.update(self.link.mail.health())
         counts: dict[str, int] = {}
         for lease in self.leases.snapshot().values():
             counts[lease.status] = counts.get(lease.status, 0) + 1
@@ -231,7 +232,7 @@ class FleetJob:
               fields: dict[str, Any] | None = None, detail: str | None = None) -> None:  # fmt: skip
         assert self.link is not None
         self._sent[task_id] = (attempt, state, detail)
-        self.link.report(Report(task_id, attempt, state, reason, fields or {}))
+        self.link.mail.report(Report(task_id, attempt, state, reason, fields or {}))
 
     def _stop(self, task_id: str, attempt: int, reason: str) -> None:
         lease = self.leases.snapshot().get(task_id)
