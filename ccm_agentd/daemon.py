@@ -362,7 +362,9 @@ class Daemon:
 def default_jobs(root: str, tmux: panes.Tmux, notify: Notify) -> list[Job]:
     """The jobs every daemon runs, each importing only what it needs (the fleet only when configured:
     its job checks `[fleet]` itself and stays idle without it). Jobs register here, one line each."""
-    jobs: list[Job] = []
+    from ccm_agentd.tasks.job import TasksJob
+
+    jobs: list[Job] = [TasksJob(root, tmux, notify)]
     try:
         fleet = "fleet" in config.read_config(root)
     except CcmError:

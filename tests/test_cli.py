@@ -166,4 +166,4 @@ def test_bash_completion_installs_and_completes(private_home: Path) -> None:
     )
     done = subprocess.run(["bash", "-i", "-c", script], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-3:] == ["status,", "on,off,status,reset,", "--follow,"]
+    assert done.stdout.splitlines()[-3:] == ["status,start,", "on,off,status,reset,", "--follow,"]

@@ -13,6 +13,7 @@ from tests.agentdrun import wait_state
 from tests.claude_harness import (
     ASKING_PERMISSION_MODE,
     TmuxServer,
+    WaitTimeout,
     claude_env,
     has_permission_dialog,
     run_claude_p,
@@ -173,8 +174,17 @@ def test_interactive_session_in_tmux_idle_then_waiting(
     assert st["current_action"].startswith("waiting for permission")
     assert not (project_dir / "perm.txt").exists()
 
-    # Approve: the tool runs, the turn ends, the session is idle again.
-    send_keys(pane, "Enter")
+    # Approve: the tool runs, the turn ends, the session is idle again. 2.1.328 ignores keys for a moment
+    # after a dialog opens (no accidental approval): press Enter until the dialog is gone.
+    for _ in range(10):
+        send_keys(pane, "Enter")
+        try:
+            wait_for_screen(
+                pane, lambda s: not has_permission_dialog(s), timeout=1.0, what="the dialog answered"
+            )
+            break
+        except WaitTimeout:
+            continue
     wait_for(lambda: read_status(ccm_home, sid)["last_event"] == "Stop", what="the turn to end")
     st = read_status(ccm_home, sid)
     assert st["state"] == "idle" and st["counters"]["tool_uses"] == 1 and st["counters"]["turns"] == 2

@@ -13,13 +13,12 @@ what they want.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ccm_hooks.commands.error_boundary import run_command
+from ccm_hooks.commands.error_boundary import in_home, run_command
 
 app = typer.Typer(
     pretty_exceptions_enable=False,  # run_command is the one error boundary
@@ -46,19 +45,6 @@ def _root(
     ] = False,
 ) -> None:
     """Record what every Claude Code session does, through its hooks, and read it back."""
-
-
-def _in_home(func: Callable[[], int], write: bool = False) -> Callable[[], int]:
-    """``func``, after checking that $CCM_HOME is a directory this user can use (one line if not)."""
-
-    def call() -> int:
-        from ccm_hooks import paths
-        from ccm_hooks.statedir import home
-
-        home.usable(paths.state_dir(), write=write)
-        return func()
-
-    return call
 
 
 class Scope(enum.StrEnum):
@@ -101,7 +87,7 @@ def install(
 
         return installer.install_cmd(scope.value, project, dry_run)
 
-    raise typer.Exit(run_command(_in_home(call, write=True)))
+    raise typer.Exit(run_command(in_home(call, write=True)))
 
 
 @app.command()
@@ -117,7 +103,7 @@ def uninstall(
 
         return installer.uninstall_cmd(scope.value, project, dry_run)
 
-    raise typer.Exit(run_command(_in_home(call, write=True)))
+    raise typer.Exit(run_command(in_home(call, write=True)))
 
 
 @app.command()
@@ -154,7 +140,7 @@ def status(
 
         return statusview.status_cmd(as_json, watch, active, str(project) if project is not None else None)
 
-    raise typer.Exit(run_command(_in_home(call)))
+    raise typer.Exit(run_command(in_home(call)))
 
 
 @app.command()
@@ -193,7 +179,7 @@ def events(
 
         return eventsview.events_cmd(session, event or [], since, follow, as_json, lines)
 
-    raise typer.Exit(run_command(_in_home(call)))
+    raise typer.Exit(run_command(in_home(call)))
 
 
 @app.command()
@@ -233,7 +219,7 @@ def send(
 
         return send_mod.send_cmd(session, text, command)
 
-    raise typer.Exit(run_command(_in_home(call, write=True)))
+    raise typer.Exit(run_command(in_home(call, write=True)))
 
 
 queue_app = typer.Typer(
@@ -259,7 +245,7 @@ def queue_list(
 
         return send_mod.queue_cmd(as_json)
 
-    raise typer.Exit(run_command(_in_home(call)))
+    raise typer.Exit(run_command(in_home(call)))
 
 
 @queue_app.command("cancel")
@@ -273,7 +259,7 @@ def queue_cancel(
 
         return send_mod.queue_cancel_cmd(item)
 
-    raise typer.Exit(run_command(_in_home(call, write=True)))
+    raise typer.Exit(run_command(in_home(call, write=True)))
 
 
 watch_app = typer.Typer(
@@ -336,7 +322,7 @@ def watch_on(
                    "no_progress_turns": no_progress}  # fmt: skip
         return watchcmd.watch_set_cmd(True, session, project, everyone, changes)
 
-    raise typer.Exit(run_command(_in_home(call, write=True)))
+    raise typer.Exit(run_command(in_home(call, write=True)))
 
 
 @watch_app.command("off")
@@ -350,7 +336,7 @@ def watch_off(
 
         return watchcmd.watch_set_cmd(False, session, project, everyone, {})
 
-    raise typer.Exit(run_command(_in_home(call, write=True)))
+    raise typer.Exit(run_command(in_home(call, write=True)))
 
 
 @watch_app.command("status")
@@ -365,7 +351,7 @@ def watch_status(
 
         return watchcmd.watch_status_cmd(session, as_json)
 
-    raise typer.Exit(run_command(_in_home(call)))
+    raise typer.Exit(run_command(in_home(call)))
 
 
 @watch_app.command("reset")
@@ -379,7 +365,7 @@ def watch_reset(
 
         return watchcmd.watch_reset_cmd(session)
 
-    raise typer.Exit(run_command(_in_home(call, write=True)))
+    raise typer.Exit(run_command(in_home(call, write=True)))
 
 
 @app.command()
@@ -417,7 +403,7 @@ def top(
 
         return top_mod.top_cmd(iterations, delay, show_all)
 
-    raise typer.Exit(run_command(_in_home(call)))
+    raise typer.Exit(run_command(in_home(call)))
 
 
 @app.command()
@@ -439,7 +425,15 @@ def prune(
 
         return prune_mod.prune_cmd(older_than, dry_run)
 
-    raise typer.Exit(run_command(_in_home(call, write=True)))
+    raise typer.Exit(run_command(in_home(call, write=True)))
+
+
+# --- tasks (spec/tasks.md): `task ...` and `start`, defined in cli_tasks.py --------------------------------
+
+from ccm_hooks.commands import cli_tasks  # noqa: E402  (after `app`, which it does not need)
+
+app.add_typer(cli_tasks.task_app, name="task")
+app.command()(cli_tasks.start)
 
 
 def main() -> None:

@@ -58,3 +58,16 @@ def _log_unexpected(prog: str) -> str:
     except OSError:
         traceback.print_exc()
         return "the traceback above"
+
+
+def in_home(func: Callable[[], int], write: bool = False) -> Callable[[], int]:
+    """``func``, after checking that $CCM_HOME is a directory this user can use (one line if not)."""
+
+    def call() -> int:
+        from ccm_hooks import paths
+        from ccm_hooks.statedir import home
+
+        home.usable(paths.state_dir(), write=write)
+        return func()
+
+    return call

@@ -20,7 +20,7 @@ import unicodedata
 from typing import Any
 
 from ccm_hooks import paths
-from ccm_hooks.commands import watchcmd
+from ccm_hooks.commands import top_tasks, watchcmd
 from ccm_hooks.commands.statusview import stale_watch_reason
 from ccm_hooks.errors import CcmError
 from ccm_hooks.statedir import timefmt
@@ -126,12 +126,16 @@ def visible(statuses: list[dict[str, Any]], show_all: bool) -> list[dict[str, An
 
 def plain_snapshot(root: str, statuses: list[dict[str, Any]], now: float, hidden: int = 0) -> str:
     more = f" ({hidden} ended hidden: --all shows them)" if hidden else ""
+    task_lines = top_tasks.lines(top_tasks.view_for(root), statuses, now, None)  # tasks: top_tasks.py
+    tasks_part = "".join(f"\n{line}" for line in task_lines)
     if not statuses:
-        return f"no sessions recorded in {one_line(root)} yet{more}\n"
+        return f"no sessions recorded in {one_line(root)} yet{more}\n" + (
+            tasks_part + "\n" if tasks_part else ""
+        )
     lines = [format_row(HEADER, None), *(format_row(row_values(st, now), None) for st in statuses)]
     if hidden:
         lines.append(f"({hidden} ended hidden: --all shows them)")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + (["", *task_lines] if task_lines else [])) + "\n"
 
 
 # --- plain mode ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ccm_hooks import paths
-from ccm_hooks.commands import tmuxjump, watchcmd
+from ccm_hooks.commands import tmuxjump, top_tasks, watchcmd
 from ccm_hooks.commands.top import (
     BY,
     HEADER,
@@ -192,10 +192,15 @@ class TopScreen:
         hidden = f" (+{self.hidden} ended: a)" if self.hidden else ""
         self.put(0, f"ccm top: {sessions}{hidden}  Enter go  w watch  r reset  ? keys  q quit", c.A_BOLD)
         self.put(1, format_row(HEADER, width, self.ellipsis), c.A_UNDERLINE)
-        rows = max(0, height - 3)  # title, header and message line take the rest
+        now = time.time()
+        # Tasks (top_tasks.py) below the sessions, in at most half of the rows.
+        task_lines = top_tasks.lines(top_tasks.view_for(self.root), self.statuses, now, width)
+        task_lines = task_lines[: max(0, (height - 4) // 2)]
+        rows = max(0, height - 3 - (len(task_lines) + 1 if task_lines else 0))  # title, header, message
+        for i, line in enumerate(task_lines):
+            self.put(2 + rows + 1 + i, line, c.A_UNDERLINE if i == 0 else 0)
         # Scroll just enough to keep the selection visible, and no further than needed to fill the rows.
         self.scroll = max(min(self.scroll, self.index, len(self.statuses) - rows), self.index - rows + 1, 0)
-        now = time.time()
         for i, st in enumerate(self.statuses[self.scroll : self.scroll + rows]):
             row = format_row(row_values(st, now), width, self.ellipsis)
             selected = self.scroll + i == self.index

@@ -29,14 +29,14 @@ from ccm_hooks.statedir.safetext import one_line
 
 SUBDIRS = ("events", "status", "locks", "log")  # the handler creates these on the first event
 # Everything else ccm may create at the top of the state dir (spec/layout.md, "Tree"): who makes it.
-# The tasks work adds "tasks" here (a directory of task files, with its own check in _check_other).
 OTHER_DIRS = {
     "bin": "ccm-hooks install",
     "backups": "ccm-hooks install",
     "queue": "ccm-hooks send",
     "agentd": "ccm-agentd",
 }
-ROOT_FILES = ("config.toml", "config.toml.bak", "config.snapshot.json")
+CHECKED_ELSEWHERE = ("tasks",)  # task files: validate_tasks.py, with their own schemas (spec/tasks.md)
+ROOT_FILES = ("config.toml", "config.toml.bak", "config.snapshot.json")  # .bak: left by older releases
 LOG_FILES = ("hooks.log", "hooks.log.1", "cli.log", "notify.log", "notify.log.1", "agentd.launchd.log",
              "agentd.log", "agentd.log.1", "agentd.log.2", "agentd.log.3")  # fmt: skip
 LOCK_NAMES = ("config.lock",)  # besides <session id>.lock and settings-<slug>.lock (spec/layout.md)
@@ -75,12 +75,17 @@ def validate_cmd(home: Path | None) -> int:
     report = Report()
     try:
         records, sessions = _check_tree(root, report)
+        # Tasks (spec/tasks.md): checked by their own module, with this report's error and warn.
+        from ccm_hooks.commands import validate_tasks
+
+        task_count = validate_tasks.check(root, report.error, report.warn)
     except PermissionError as exc:
         raise CcmError(f"cannot read {exc.filename}: permission denied; run as the owner of {root}") from None
     verdict = "ok" if not report.errors else "FAILED"
     print(
         f"{one_line(root)}: {verdict}: {sessions} sessions, {records} records, "
-        f"{report.errors} errors, {report.warnings} warnings"
+        + (f"{task_count} tasks, " if task_count else "")
+        + f"{report.errors} errors, {report.warnings} warnings"
     )
     return 1 if report.errors else 0
 
@@ -106,7 +111,7 @@ def _check_mode(path: str, st: os.stat_result, report: Report, *, is_root: bool 
 def _check_tree(root: str, report: Report) -> tuple[int, int]:
     _check_mode(root, os.stat(root), report, is_root=True)
     for name in sorted(os.listdir(root)):
-        known = name in SUBDIRS or name in OTHER_DIRS or name in ROOT_FILES
+        known = name in SUBDIRS or name in OTHER_DIRS or name in ROOT_FILES or name in CHECKED_ELSEWHERE
         if not known and not name.startswith("."):
             report.warn(os.path.join(root, name), "not part of the layout (spec/layout.md); ccm ignores it")
     for sub in (*SUBDIRS, *OTHER_DIRS):
