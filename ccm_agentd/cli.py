@@ -101,5 +101,39 @@ def uninstall_service() -> None:
     raise typer.Exit(run_command(call, prog="ccm-agentd"))
 
 
+fleet_app = typer.Typer(
+    no_args_is_help=True,
+    help="The fleet: one view and one task queue across machines, on PostgreSQL (spec/fleet.md).",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(fleet_app, name="fleet")
+
+
+@fleet_app.command("init")
+def fleet_init() -> None:
+    """Create or upgrade the fleet's schema (safe to re-run, and from two machines at once)."""
+
+    def call() -> int:
+        from ccm_agentd.fleet import commands
+
+        return commands.init_cmd()
+
+    raise typer.Exit(run_command(call, prog="ccm-agentd"))
+
+
+@fleet_app.command("status")
+def fleet_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The connection (never the password), this system, the shipping backlog and lag."""
+
+    def call() -> int:
+        from ccm_agentd.fleet import commands
+
+        return commands.status_cmd(as_json)
+
+    raise typer.Exit(run_command(call, prog="ccm-agentd"))
+
+
 def main() -> None:
     app(prog_name="ccm-agentd")

@@ -365,6 +365,14 @@ def default_jobs(root: str, tmux: panes.Tmux, notify: Notify) -> list[Job]:
     from ccm_agentd.tasks.job import TasksJob
 
     jobs: list[Job] = [TasksJob(root, tmux, notify)]
+    try:
+        fleet = "fleet" in config.read_config(root)
+    except CcmError:
+        fleet = False  # load_config says what is wrong with config.toml
+    if fleet:  # nothing of the fleet is imported without [fleet] (added later: restart ccm-agentd)
+        from ccm_agentd.fleet.job import FleetJob
+
+        jobs.append(FleetJob(root, tmux, notify))
     return jobs
 
 

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Everything the test suite needs, from nothing: tmux and jq (apt, when root), a virtualenv in .venv with
-# ccm installed editable plus the test tools, and every supported Claude Code CLI (tests/node_modules and
-# tests/claude-<version>/node_modules).
+# Everything the test suite needs, from nothing: tmux, jq and PostgreSQL (apt, when root), a virtualenv in
+# .venv with ccm installed editable plus the test tools and the fleet extra, and every supported Claude Code
+# CLI (tests/node_modules and tests/claude-<version>/node_modules).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,23 @@ if ! command -v zsh >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get 
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends zsh mksh busybox >/dev/null 2>&1 ||
         echo "dev-setup.sh: could not install zsh, mksh, busybox (optional); their hook command tests will skip" >&2
 fi
+# PostgreSQL for the fleet's tests: they start a private cluster of their own (tests/pgcluster.py), so only
+# the server's binaries are needed; the cluster apt may create and start is not used.
+pg_bindir() {
+    for d in "$(pg_config --bindir 2>/dev/null)" /usr/lib/postgresql/*/bin; do
+        [ -n "$d" ] && [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+    done
+    command -v initdb >/dev/null 2>&1 && dirname "$(command -v initdb)"
+}
+if [ -z "$(pg_bindir)" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    else
+        echo "dev-setup.sh: PostgreSQL is missing; install it (apt install postgresql / brew install postgresql) and run again" >&2
+        exit 1
+    fi
+fi
 if ! command -v npm >/dev/null 2>&1; then
     echo "dev-setup.sh: npm is missing; install Node.js 18+ and run again" >&2
     exit 1
@@ -36,7 +53,7 @@ fi
 python=${PYTHON:-python3}
 "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+.venv/bin/python -m pip install --quiet -e '.[test,fleet]'
 
 # The Claude Code versions the end-to-end tests drive: the newest in tests/package.json, the oldest supported
 # in tests/claude-<version>/package.json (spec/claude-versions.md).
@@ -45,3 +62,4 @@ for dir in tests tests/claude-*/; do
     "${dir%/}/node_modules/.bin/claude" --version
 done
 tmux -V
+"$(pg_bindir)/postgres" --version

@@ -3,6 +3,7 @@
 #   a private virtualenv in ~/.local/share/ccm/venv (override: CCM_PREFIX),
 #   the commands ccm-hooks and ccm-agentd linked into ~/.local/bin (override: CCM_BIN).
 # Re-running it upgrades in place. Needs Python >= 3.11 (override the interpreter: PYTHON=/path/to/python3).
+# Optional parts: CCM_EXTRAS=fleet also installs what the fleet needs (psycopg, spec/fleet.md).
 set -eu
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +22,8 @@ fi
 
 "$python" -m venv "$prefix/venv"
 "$prefix/venv/bin/python" -m pip install --quiet --upgrade pip
-"$prefix/venv/bin/python" -m pip install --quiet --upgrade "$src"
+extras=${CCM_EXTRAS:+[$CCM_EXTRAS]}
+"$prefix/venv/bin/python" -m pip install --quiet --upgrade "$src$extras"
 
 mkdir -p "$bindir"
 for cmd in ccm-hooks ccm-agentd; do

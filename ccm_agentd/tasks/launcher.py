@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -123,6 +124,10 @@ class Launcher:
         except CcmError as exc:
             raise LaunchError(str(exc)) from None
         prefix, memory = agentcmd.memory_cap_prefix(self.cfg.memory_max)
+        fleet = task.get("fleet")
+        if isinstance(fleet, dict) and fleet.get("lease"):
+            # A fleet task: its fence ends the agent before the claim's lease can expire (spec/fleet.md).
+            prefix = [sys.executable, "-m", "ccm_agentd.fleet.fence", str(fleet["lease"]), "--", *prefix]
         argv = prefix + agentcmd.claude_argv(
             claude, compose_prompt(task, attempt, self.cfg.instructions), session_id=attempt["session_id"],
             name=display_name(task), model=task.get("model"), permission_mode=task.get("permission_mode"),

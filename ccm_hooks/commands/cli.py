@@ -62,6 +62,9 @@ ScopeOpt = Annotated[
         metavar="SCOPE",
     ),
 ]
+FleetOpt = Annotated[
+    bool, typer.Option("--fleet", help="Every system's, from the fleet database ([fleet] in config.toml).")
+]
 ProjectOpt = Annotated[
     Path,
     typer.Option(
@@ -124,10 +127,15 @@ def status(
         Path | None,
         typer.Option("--project", "-C", help="Only sessions in DIR or below it.", metavar="DIR"),
     ] = None,
+    fleet: FleetOpt = False,
 ) -> None:
     """One line per session, newest first: state, project, last tool, age."""
 
     def call() -> int:
+        if fleet:
+            from ccm_hooks.commands import fleetcmd
+
+            return fleetcmd.status_cmd(as_json, watch)
         from ccm_hooks.commands import statusview
 
         return statusview.status_cmd(as_json, watch, active, str(project) if project is not None else None)
@@ -378,6 +386,7 @@ def top(
     show_all: Annotated[
         bool, typer.Option("--all", "-a", help="Show ended sessions too (the a key toggles them).")
     ] = False,
+    fleet: FleetOpt = False,
 ) -> None:
     """Live view of every session: Enter goes to its tmux pane, w toggles watch, r resets it, ? keys.
 
@@ -386,6 +395,10 @@ def top(
     """  # fmt: skip
 
     def call() -> int:
+        if fleet:
+            from ccm_hooks.commands import fleetcmd
+
+            return fleetcmd.top_cmd(iterations, delay)
         from ccm_hooks.commands import top as top_mod
 
         return top_mod.top_cmd(iterations, delay, show_all)

@@ -71,12 +71,30 @@ def task_add(
         list[str] | None, typer.Option("--label", help="KEY=VALUE (repeatable).", metavar="KEY=VALUE")
     ] = None,
     headless: Annotated[bool, typer.Option("--headless", help="claude -p, no tmux.")] = False,
+    fleet: Annotated[
+        bool,
+        typer.Option("--fleet", help="Into the fleet's shared queue: a machine with the project runs it."),
+    ] = False,
+    on: Annotated[
+        str | None, typer.Option("--on", help="With --fleet: only this system may run it.", metavar="SYSTEM")
+    ] = None,
 ) -> None:
     """Queue a task; prints its id. `task add -` reads one JSON object per line (same keys, with _)."""
 
     def call() -> int:
         from ccm_hooks.commands import taskcmd
         from ccm_hooks.statedir import tasks_check
+
+        if fleet or on is not None:
+            from ccm_hooks.commands import fleetcmd
+
+            carried = {
+                "name": name, "priority": priority, "base": base, "in_place": in_place or None,
+                "max_turns": max_turns, "done_marker": done_marker, "retries": retries, "timeout": timeout,
+                "model": model, "permission_mode": permission_mode, "headless": headless or None,
+            }  # fmt: skip
+            where = str(project) if project is not None else None
+            return fleetcmd.task_add_cmd(prompt, where, on, label or [], after or [], carried)
 
         options = {
             "project": str(project) if project is not None else None, "name": name, "base": base,
@@ -97,10 +115,15 @@ def task_list(
         str | None, typer.Option("--state", help="Only tasks in this state.", metavar="STATE")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of task objects.")] = False,
+    fleet: Annotated[bool, typer.Option("--fleet", help="The fleet's shared queue: every system's.")] = False,
 ) -> None:
     """Every task: live and queued first, then finished."""
 
     def call() -> int:
+        if fleet:
+            from ccm_hooks.commands import fleetcmd
+
+            return fleetcmd.task_list_cmd(state, as_json)
         from ccm_hooks.commands import taskview
 
         return taskview.list_cmd(state, as_json)
@@ -123,10 +146,19 @@ def task_show(
 
 
 @task_app.command("cancel")
-def task_cancel(task: TaskArg) -> None:
+def task_cancel(
+    task: TaskArg,
+    fleet: Annotated[
+        bool, typer.Option("--fleet", help="A task of the fleet's shared queue (its id).")
+    ] = False,
+) -> None:
     """Cancel a task: a queued one at once, a running one's agent interrupted and its window closed."""
 
     def call() -> int:
+        if fleet:
+            from ccm_hooks.commands import fleetcmd
+
+            return fleetcmd.task_cancel_cmd(task)
         from ccm_hooks.commands import taskcmd
 
         return taskcmd.cancel_cmd(task)

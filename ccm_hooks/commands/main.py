@@ -45,6 +45,7 @@ FAST: dict[str, tuple[Opt, ...]] = {
         Opt(("--watch", "-w"), "watch", "flag"),
         Opt(("--active", "-a"), "active", "flag"),
         Opt(("--project", "-C"), "project", "path"),
+        Opt(("--fleet",), "fleet", "flag"),
     ),
     "events": (
         Opt(("--session", "-s"), "session", "str"),
@@ -58,11 +59,16 @@ FAST: dict[str, tuple[Opt, ...]] = {
         Opt(("--iterations", "-n"), "iterations", "int"),
         Opt(("--delay", "-d"), "delay", "float"),
         Opt(("--all", "-a"), "show_all", "flag"),
+        Opt(("--fleet",), "fleet", "flag"),
     ),
 }
 
 
 def _status(kw: dict[str, Any]) -> int:
+    if kw["fleet"]:
+        from ccm_hooks.commands import fleetcmd
+
+        return fleetcmd.status_cmd(kw["as_json"], kw["watch"])
     from ccm_hooks.commands import statusview
 
     return statusview.status_cmd(kw["as_json"], kw["watch"], kw["active"], kw["project"])
@@ -77,6 +83,10 @@ def _events(kw: dict[str, Any]) -> int:
 
 
 def _top(kw: dict[str, Any]) -> int:
+    if kw["fleet"]:
+        from ccm_hooks.commands import fleetcmd
+
+        return fleetcmd.top_cmd(kw["iterations"], kw["delay"])
     from ccm_hooks.commands import top
 
     return top.top_cmd(kw["iterations"], kw["delay"], kw["show_all"])

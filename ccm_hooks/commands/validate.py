@@ -34,9 +34,11 @@ OTHER_DIRS = {
     "backups": "ccm-hooks install",
     "queue": "ccm-hooks send",
     "agentd": "ccm-agentd",
+    "fleet": "ccm-agentd's fleet job",
 }
 CHECKED_ELSEWHERE = ("tasks",)  # task files: validate_tasks.py, with their own schemas (spec/tasks.md)
-ROOT_FILES = ("config.toml", "config.toml.bak", "config.snapshot.json")  # .bak: left by older releases
+# .bak: left by older releases; fleet.dsn: the fleet database's address, the user's (spec/fleet.md)
+ROOT_FILES = ("config.toml", "config.toml.bak", "config.snapshot.json", "fleet.dsn")
 LOG_FILES = ("hooks.log", "hooks.log.1", "cli.log", "notify.log", "notify.log.1", "agentd.launchd.log",
              "agentd.log", "agentd.log.1", "agentd.log.2", "agentd.log.3")  # fmt: skip
 LOCK_NAMES = ("config.lock",)  # besides <session id>.lock and settings-<slug>.lock (spec/layout.md)
