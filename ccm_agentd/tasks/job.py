@@ -250,7 +250,11 @@ class TasksJob:
             self.counts["launch_failures"] += 1
             self._end(
                 task,
-                monitor.Verdict("failed", "launch failed: the agent exited before taking its prompt"),
+                monitor.Verdict(
+                    "failed",
+                    "launch failed: the agent exited before taking its prompt"
+                    + self.launcher.exit_note(attempt),
+                ),
                 now,
             )
             return None

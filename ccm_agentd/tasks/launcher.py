@@ -202,12 +202,35 @@ class Launcher:
         pane = attempt.get("pane")
         if isinstance(pane, str):
             window = self.tmux.pane(pane)
-            if window is not None and not window.dead and _runs(window, sid):
+            # The pane and pid this attempt recorded at launch are its agent for as long as the pane lives (a
+            # pane's pid never changes). The command line is no proof yet in the moment between tmux's fork
+            # and its exec of claude: it is tmux's own then, and an agent just launched was taken for gone.
+            if (
+                window is not None
+                and not window.dead
+                and (window.pane_pid == attempt.get("pid") or _runs(window, sid))
+            ):
                 return window
         for window in self.tmux.windows(self.cfg.tmux_session):
             if not window.dead and _runs(window, sid):
                 return window
         return None
+
+    def exit_note(self, attempt: dict[str, Any]) -> str:
+        """What a dead agent's pane still shows (tmux keeps it with remain-on-exit): its exit status and last
+        line, for the reason a person reads. Empty when the pane is gone."""
+        pane = attempt.get("pane")
+        if not isinstance(pane, str):
+            return ""
+        out = self.tmux.run(
+            "display-message", "-p", "-t", pane, "#{pane_dead}\t#{pane_dead_status}", check=False
+        )
+        dead, _, status = out.stdout.strip().partition("\t")
+        if out.returncode != 0 or dead != "1":
+            return ""
+        shown = self.tmux.capture(pane) or ""
+        last = next((ln.strip() for ln in reversed(shown.splitlines()) if ln.strip()), "")
+        return f" (exit status {status or '?'}{'; its last line: ' + last[:160] if last else ''})"
 
     def _record_found(self, task: dict[str, Any], attempt: dict[str, Any]) -> dict[str, Any]:
         found = self.find(task, attempt)
