@@ -36,7 +36,9 @@ def typer_options(command: str) -> dict[str, tuple[str, tuple[str, ...]]]:
     """dest -> (kind, option names) of the typer command, help excluded."""
     out = {}
     for param in typer_command(command).params:
-        assert param.param_type_name == "option", f"{command} takes an argument: the fast parser cannot"
+        if param.param_type_name == "argument":
+            assert main.POSITIONAL.get(command) == param.name, f"{command}'s argument is not in POSITIONAL"
+            continue
         if "--help" in param.opts:
             continue
         kind = KINDS[param.type_descriptor.annotation]
@@ -49,6 +51,8 @@ def test_fast_parser_declares_exactly_the_typer_options(command: str) -> None:
     assert command in main.RUNNERS
     fast = {o.dest: (o.kind, tuple(sorted(o.names))) for o in main.FAST[command]}
     assert fast == typer_options(command)
+    arguments = [p.name for p in typer_command(command).params if p.param_type_name == "argument"]
+    assert arguments == ([main.POSITIONAL[command]] if command in main.POSITIONAL else [])
 
 
 def click_values(argv: list[str]) -> dict[str, Any] | None:
@@ -62,7 +66,7 @@ def click_values(argv: list[str]) -> dict[str, Any] | None:
     for key, value in values.items():
         if isinstance(value, Path):
             values[key] = os.path.abspath(value)  # what the command makes of either
-        if value is None and key in ("event",):
+        if value is None and key in ("event", "after", "label"):  # both mean none (task add: `or []`)
             values[key] = []
         if isinstance(value, tuple):
             values[key] = list(value)
@@ -74,7 +78,9 @@ WORDS = ["--json", "--watch", "-w", "--active", "-a", "--project", "-C", "/tmp/p
          "-f", "-fw", "-aw", "-fa", "--json=1", "--lines=7", "-n7", "-sabc", "--iterations", "--delay",
          "-d", "0.5", "--all", "-h", "--help", "--", "-", "extra", "--nope", "-z", "--project=/x",
          "1_000", " 5", "+5", "0x10", "5.0", "1e3", "inf", "nan", "\u0663", "-0", "007", "",
-         "\u00e9t\u00e9"]  # fmt: skip
+         "\u00e9t\u00e9", "--name", "--base", "--in-place", "--after", "--priority", "--max-turns", "3",
+         "--done-marker", "--retries", "--timeout", "--model", "--permission-mode", "--label", "k=v",
+         "--headless", "--fleet", "--on", "do the thing"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", sorted(main.FAST))
@@ -88,7 +94,7 @@ def test_whatever_the_fast_parser_accepts_typer_parses_the_same(command: str) ->
             continue  # declined: typer handles it, so nothing can differ
         accepted += 1
         assert fast[0] == command
-        kinds = {o.dest: o.kind for o in main.FAST[command]}
+        kinds = {o.dest: o.kind for o in main.FAST[command]} | {main.POSITIONAL.get(command): "str"}
         got = {
             k: os.path.abspath(v) if kinds[k] == "path" and v is not None else v for k, v in fast[1].items()
         }
@@ -113,7 +119,8 @@ def test_the_read_commands_start_without_typer(ccm_home: Path) -> None:
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'click', 'rich', 'pydantic'))\n"
         "print('IMPORTED', bad)\n"
     )
-    for args in (["status"], ["status", "--json"], ["events", "-n", "3"], ["events", "--since", "1h"]):
+    task = ["task", "add", "hello", "--project", str(ccm_home.parent), "--label", "k=v"]  # not git: refused
+    for args in (["status"], ["status", "--json"], ["events", "-n", "3"], ["events", "--since", "1h"], task):
         out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
         assert out.stdout.strip().endswith("IMPORTED []"), (args, out.stdout, out.stderr)
 

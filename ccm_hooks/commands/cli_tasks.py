@@ -83,28 +83,13 @@ def task_add(
 
     def call() -> int:
         from ccm_hooks.commands import taskcmd
-        from ccm_hooks.statedir import tasks_check
 
-        if fleet or on is not None:
-            from ccm_hooks.commands import fleetcmd
-
-            carried = {
-                "name": name, "priority": priority, "base": base, "in_place": in_place or None,
-                "max_turns": max_turns, "done_marker": done_marker, "retries": retries, "timeout": timeout,
-                "model": model, "permission_mode": permission_mode, "headless": headless or None,
-            }  # fmt: skip
-            where = str(project) if project is not None else None
-            return fleetcmd.task_add_cmd(prompt, where, on, label or [], after or [], carried)
-
-        options = {
-            "project": str(project) if project is not None else None, "name": name, "base": base,
-            "in_place": in_place or None, "after": after or None, "priority": priority,
-            "max_turns": max_turns,
-            "done_marker": done_marker, "retries": retries, "timeout": timeout, "model": model,
-            "permission_mode": permission_mode, "headless": headless or None,
-            "labels": dict(tasks_check.parse_label(text) for text in label) if label else None,
-        }  # fmt: skip
-        return taskcmd.add_cmd(prompt, options)
+        return taskcmd.add_from_cli(prompt, {
+            "project": project, "name": name, "base": base, "in_place": in_place, "after": after,
+            "priority": priority, "max_turns": max_turns, "done_marker": done_marker, "retries": retries,
+            "timeout": timeout, "model": model, "permission_mode": permission_mode, "label": label,
+            "headless": headless, "fleet": fleet, "on": on,
+        })  # fmt: skip
 
     raise typer.Exit(run_command(in_home(call, write=True)))
 

@@ -1,12 +1,13 @@
-"""The ``ccm-hooks`` entry point: the read commands start without importing typer.
+"""The ``ccm-hooks`` entry point: the read commands and ``task add`` start without importing typer.
 
 typer (with click, rich and pydantic under it) costs 120-150 ms to import, several times what ``status``
-itself costs on a small state dir, and ``jq`` answers the same question in ~40 ms. The CLI is still defined
-once, with typer, in cli.py: it gives ``--help``, completion and the error messages. Here a small parser
-handles the common, well-formed invocations of the read commands (FAST below) and hands everything else
-to typer: a help or completion request, a ``--``, an option it does not know, a value that does not convert.
-Declining is always safe, so this parser may be incomplete but never different: tests/test_cli.py checks
-that FAST declares exactly the options of the typer commands, and that both parse the same argv the same.
+itself costs on a small state dir, and ``jq`` answers the same question in ~40 ms (``task add`` is what
+scripts and cron call, and every task's launch waits for it). The CLI is still defined once, with typer, in
+cli.py: it gives ``--help``, completion and the error messages. Here a small parser handles the common,
+well-formed invocations of those commands (FAST below) and hands everything else to typer: a help or
+completion request, a ``--``, an option it does not know, a value that does not convert. Declining is
+always safe, so this parser may be incomplete but never different: tests/test_cli.py checks that FAST
+declares exactly the options of the typer commands, and that both parse the same argv the same.
 """
 
 from __future__ import annotations
@@ -61,7 +62,28 @@ FAST: dict[str, tuple[Opt, ...]] = {
         Opt(("--all", "-a"), "show_all", "flag"),
         Opt(("--fleet",), "fleet", "flag"),
     ),
+    "task add": (
+        Opt(("--project", "-C"), "project", "path"),
+        Opt(("--name",), "name", "str"),
+        Opt(("--base",), "base", "str"),
+        Opt(("--in-place",), "in_place", "flag"),
+        Opt(("--after",), "after", "multi"),
+        Opt(("--priority",), "priority", "int"),
+        Opt(("--max-turns",), "max_turns", "int"),
+        Opt(("--done-marker",), "done_marker", "str"),
+        Opt(("--retries",), "retries", "int"),
+        Opt(("--timeout",), "timeout", "str"),
+        Opt(("--model",), "model", "str"),
+        Opt(("--permission-mode",), "permission_mode", "str"),
+        Opt(("--label",), "label", "multi"),
+        Opt(("--headless",), "headless", "flag"),
+        Opt(("--fleet",), "fleet", "flag"),
+        Opt(("--on",), "on", "str"),
+    ),
 }
+# The one argument a command takes, if any (its keyword); `-` (stdin) and anything after `--` go to typer.
+POSITIONAL = {"task add": "prompt"}
+WRITES = {"task add"}  # commands that need a state dir they can write
 
 
 def _status(kw: dict[str, Any]) -> int:
@@ -92,7 +114,15 @@ def _top(kw: dict[str, Any]) -> int:
     return top.top_cmd(kw["iterations"], kw["delay"], kw["show_all"])
 
 
-RUNNERS: dict[str, Callable[[dict[str, Any]], int]] = {"status": _status, "events": _events, "top": _top}
+def _task_add(kw: dict[str, Any]) -> int:
+    from ccm_hooks.commands import taskcmd
+
+    return taskcmd.add_from_cli(kw.pop("prompt"), kw)
+
+
+RUNNERS: dict[str, Callable[[dict[str, Any]], int]] = {
+    "status": _status, "events": _events, "top": _top, "task add": _task_add,
+}  # fmt: skip
 
 
 def defaults(command: str) -> dict[str, Any]:
@@ -108,11 +138,17 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
     by_name = {name: opt for opt in FAST[command] for name in opt.names}
     values = defaults(command)
     i = 0
+    positional = POSITIONAL.get(command)
     while i < len(rest):
         arg = rest[i]
         i += 1
-        if not arg.startswith("-") or arg in ("-", "--"):
-            return None  # no fast command takes arguments
+        if not arg.startswith("-"):
+            if positional is None or positional in values:
+                return None  # an argument it does not take, or a second one: typer says so
+            values[positional] = arg
+            continue
+        if arg in ("-", "--"):
+            return None
         name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg[:2], "", arg[2:])
         opt = by_name.get(name)
         if opt is None:
@@ -142,6 +178,8 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]] | None:
             values[opt.dest].append(value)
         else:
             values[opt.dest] = value
+    if positional is not None and positional not in values:
+        return None  # the argument is missing: typer says so
     return command, values
 
 
@@ -167,7 +205,7 @@ def _runner(command: str, kw: dict[str, Any]) -> Callable[[], int]:
         from ccm_hooks import paths
         from ccm_hooks.statedir import home
 
-        home.usable(paths.state_dir())
+        home.usable(paths.state_dir(), write=command in WRITES)
         return RUNNERS[command](kw)
 
     return run

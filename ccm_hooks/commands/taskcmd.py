@@ -130,6 +130,30 @@ def _read_lines(stream: Any) -> list[dict[str, Any]]:
     return specs
 
 
+def add_from_cli(prompt: str, kw: dict[str, Any]) -> int:
+    """``task add`` as either parser gives it (typer in cli_tasks.py, the fast one in main.py): keyword
+    arguments named as the typer command's parameters."""
+    project = str(kw["project"]) if kw["project"] is not None else None
+    label, after = kw["label"] or [], kw["after"] or []
+    if kw["fleet"] or kw["on"] is not None:
+        from ccm_hooks.commands import fleetcmd
+
+        carried = {key: kw[key] for key in ("name", "priority", "base", "max_turns", "done_marker", "retries",
+                                            "timeout", "model", "permission_mode")}  # fmt: skip
+        carried.update(in_place=kw["in_place"] or None, headless=kw["headless"] or None)
+        return fleetcmd.task_add_cmd(prompt, project, kw["on"], label, after, carried)
+    options = {key: kw[key] for key in ("name", "base", "priority", "max_turns", "done_marker", "retries",
+                                        "timeout", "model", "permission_mode")}  # fmt: skip
+    options.update(
+        project=project,
+        in_place=kw["in_place"] or None,
+        after=after or None,
+        headless=kw["headless"] or None,
+        labels=dict(tasks_check.parse_label(text) for text in label) if label else None,
+    )
+    return add_cmd(prompt, options)
+
+
 def add_cmd(prompt: str | None, options: dict[str, Any]) -> int:
     """``task add PROMPT [options]`` or ``task add -`` (JSON lines on stdin). Prints each new id."""
     root = paths.state_dir()
