@@ -106,6 +106,13 @@ def _settled(home: Path, sid: str, item: str, timeout: float = 60.0) -> list[str
     )  # fmt: skip
 
 
+def _delivered(outcomes: list[str]) -> bool:
+    """Typed and delivered once. A ``retry`` (the pasted text did not show in time on a loaded machine:
+    nothing was submitted) may come before; the model's requests prove it arrived once."""
+    before = set(outcomes[:-1])
+    return outcomes[-1] == "delivered" and before <= {"typing", "retry"}
+
+
 def test_awkward_texts_reach_the_model_once_and_verbatim(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
     tmux_server: TmuxServer, agentd: Agentd,
@@ -118,15 +125,18 @@ def test_awkward_texts_reach_the_model_once_and_verbatim(
     agentd.start()
     items = [_send(sid, given) for given, _ in AWKWARD]  # queued at once: typed one by one, in order
     for item in items:
-        assert _settled(ccm_home, sid, item) == ["typing", "delivered"], agentd.log()
+        assert _delivered(_settled(ccm_home, sid, item)), agentd.log()
     wait_for(lambda: len(fake_api.main_requests()) == 1 + len(AWKWARD), what="every turn at the model")
     wait_idle(pane)
     time.sleep(1.0)  # the last turn is over: nothing more may arrive
     expected = [want for _, want in AWKWARD]
     assert [r.last_user_text for r in fake_api.main_requests()] == ["first prompt", *expected]
     assert _prompts(ccm_home, sid) == ["first prompt", *expected]
-    typed = [d["text"] for d in deliveries(ccm_home, sid) if d["outcome"] == "typing"]
-    assert typed == expected
+    for item, want in zip(items, expected, strict=True):
+        typed = {
+            d["text"] for d in deliveries(ccm_home, sid) if d["item"] == item and d["outcome"] == "typing"
+        }
+        assert typed == {want}
     assert not any("submitted it as" in d["detail"] for d in deliveries(ccm_home, sid))
     assert input_line(capture(pane)) == ""
 
@@ -151,7 +161,7 @@ def test_refused_texts_are_never_typed_and_never_block_the_queue(
     # queued after them arrives once.
     refused = [_write_item(ccm_home, sid, given) for given, _ in REFUSED]
     good = _write_item(ccm_home, sid, "after the refused ones")
-    assert _settled(ccm_home, sid, good) == ["typing", "delivered"], agentd.log()
+    assert _delivered(_settled(ccm_home, sid, good)), agentd.log()
     records = {d["item"]: d for d in deliveries(ccm_home, sid)}
     for item, (_, why) in zip(refused, REFUSED, strict=True):
         assert _outcomes(ccm_home, sid)[item] == ["refused"]
@@ -161,12 +171,12 @@ def test_refused_texts_are_never_typed_and_never_block_the_queue(
 
     # `/ex` sent on purpose as a command: the TUI would complete it to /exit. It must not end the session.
     ex = _send(sid, "/ex", "--command")
-    assert _settled(ccm_home, sid, ex) == ["typing", "failed"], agentd.log()
+    assert _settled(ccm_home, sid, ex)[-1] == "failed", agentd.log()
     failed = [d for d in deliveries(ccm_home, sid) if d["item"] == ex][-1]
     assert failed["detail"] == "the TUI would complete '/ex' to '/exit': not submitted"
     wait_idle(pane)  # ccm cleared its own /ex from the box
     later = _send(sid, "still here after /ex")
-    assert _settled(ccm_home, sid, later) == ["typing", "delivered"], agentd.log()
+    assert _delivered(_settled(ccm_home, sid, later)), agentd.log()
     wait_idle(pane)
     time.sleep(1.0)
     assert not pane.dead() and read_status(ccm_home, sid)["state"] != "ended"
@@ -240,7 +250,7 @@ def test_a_dialog_dismissed_or_answered_no_leaves_waiting_and_then_delivers(
     assert time.time() - dismissed < 15.0
     assert str(st["reason"]).startswith(DIALOG_GONE), st
     # The queued prompt arrives once; its turn asks again, and this time the answer is No.
-    assert _settled(ccm_home, sid, first) == ["typing", "delivered"], agentd.log()
+    assert _delivered(_settled(ccm_home, sid, first)), agentd.log()
     screen = wait_for_screen(pane, has_permission_dialog, what="the second permission dialog")
     wait_state(ccm_home, sid, "waiting")
     second = _send(sid, "after the refused dialog")
@@ -249,7 +259,7 @@ def test_a_dialog_dismissed_or_answered_no_leaves_waiting_and_then_delivers(
     st = wait_state(ccm_home, sid, "idle", timeout=20)
     assert time.time() - answered < 15.0
     assert str(st["reason"]).startswith(DIALOG_GONE), st
-    assert _settled(ccm_home, sid, second) == ["typing", "delivered"], agentd.log()
+    assert _delivered(_settled(ccm_home, sid, second)), agentd.log()
     wait_idle(pane)
     time.sleep(1.0)
     # Neither Esc nor No fires a hook (both versions): only the daemon's record says the dialog is gone.
