@@ -256,6 +256,13 @@ class Daemon:
         state = st.get("state")
         if state == "ended":
             return None
+        if state in liveness.REGISTRY_WATCHED:
+            # Esc, or a dialog answered No or dismissed, fires no hook; Claude Code's registry says idle at
+            # once. One small file read per REGISTRY_LOOK_S, not throttled by liveness_s (10 s by default):
+            # the session must leave busy or waiting within seconds, not at the next check or stall_after_s.
+            found = liveness.from_registry(st, registry.read(st.get("claude_pid")), now)
+            if found is not None:
+                return self._set_state(st, found)
         cfg = self.liveness_cfg
         busy_overdue = (
             state in liveness.BUSY and now - (parse_ts(st.get("updated_at")) or now) >= cfg.stall_after_s

@@ -115,6 +115,22 @@ def _hint(raw_first: str) -> str | None:
     return "".join(ch for ch, _, _ in chars).strip()
 
 
+def _ghost(raw: str) -> int:
+    """How many characters at the end of a box line are a completion Claude suggests, not typed text:
+    2.1.197 draws the rest of a slash command it would complete (``/ex`` -> ``it``) after the text, its
+    first character in the cursor cell (reverse video), the others dim. Enter submits the text without it."""
+    chars = _styled(raw)
+    end = len(chars)
+    while end and not chars[end - 1][0].strip() and not chars[end - 1][2]:
+        end -= 1
+    i = end
+    while i and chars[i - 1][1] and not chars[i - 1][2]:
+        i -= 1
+    if not i or not chars[i - 1][2] or not chars[i - 1][0].strip():
+        return 0
+    return len(chars) - (i - 1)
+
+
 def read(view: View) -> Reading:
     """What the pane shows, for deciding whether ccm may type into it."""
     if view.dead:
@@ -137,8 +153,11 @@ def read(view: View) -> Reading:
         return Reading("unknown", None, footer, f"{what} on screen: {last[:120]!r}")
     if view.cursor_y is not None and not top < view.cursor_y < bottom:
         return Reading("unknown", None, footer, "the cursor is not in the input box")
-    text = " ".join([body[0][len(PROMPT) :].strip("\u00a0 "), *(line.strip() for line in body[1:])]).strip()
     raw_first = view.lines[top + 1] if top + 1 < len(view.lines) else ""
+    at = view.cursor_y if view.cursor_y is not None else bottom - 1
+    if top < at < bottom and "\x1b[" in view.lines[at] and (cut := _ghost(view.lines[at])):
+        body[at - top - 1] = plain(view.lines[at])[:-cut]
+    text = " ".join([body[0][len(PROMPT) :].strip("\u00a0 "), *(line.strip() for line in body[1:])]).strip()
     hint = _hint(raw_first) if "\x1b[" in raw_first else (text if text in HINTS else None)
     at_start = view.cursor_x is None or (view.cursor_x == 2 and view.cursor_y == top + 1)
     empty = len(body) == 1 and at_start and (text == "" or text == hint)

@@ -258,3 +258,12 @@ def test_a_named_session_s_rule_still_bounds_the_box(name: str) -> None:
     lines[rules[-2]] = named
     reading = screen.read(screen.View(lines, view.cursor_x, view.cursor_y, width))
     assert reading.verdict == screen.read(view).verdict
+
+
+def test_a_suggested_completion_is_not_typed_text() -> None:
+    """2.1.197 draws the rest of a slash command after the text (`/ex` + a reverse `i` + a dim `t`): Enter
+    submits the text without it, so the box holds the text without it (else the typist never sees its text
+    and a prompt ending in a command's prefix is never typed)."""
+    path = SCREENS / "2.1.197" / "typed_slash_command_ghost_completion.txt"
+    reading = screen.read(view_of(path))
+    assert (reading.verdict, reading.box) == ("typed", "still here after /ex")

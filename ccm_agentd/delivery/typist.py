@@ -15,7 +15,11 @@ import time
 from ccm_agentd import panes, screen
 
 SHOW_TEXT_S = 2.0  # how long the pasted text may take to appear in the input box
+COMPLETION_S = 0.5  # how long an explicit command's completions may take to appear after its text
 _POPUP = re.compile(r"^\s*❯\s+(/\S+)")  # 2.1.328's highlighted slash-command completion, above the box
+# 2.1.197 lists the completions under the box instead, unmarked, the selected one (the first) on top:
+# "/exit                         Exit the CLI". Enter runs it (`/ex` + Enter ended the session).
+_LIST = re.compile(r"^(/\S+)\s{2,}\S")
 
 
 def type_once(
@@ -45,7 +49,13 @@ def type_once(
             return "mismatch", f"the input box shows {str(reading.box)[:80]!r}, not the text: not submitted"
         time.sleep(0.01)
     if command and view is not None:
+        # The completions may be drawn a frame after the text: look a little longer before Enter.
         chosen = _completion(view, reading)
+        until = time.monotonic() + COMPLETION_S
+        while chosen is None and time.monotonic() < until:
+            time.sleep(0.02)
+            view = tmux.view(socket, pane)
+            chosen = _completion(view, reading) if view is not None else None
         if chosen is not None and chosen != text.split()[0]:
             _clear_own(tmux, socket, pane, text)
             return "mismatch", f"the TUI would complete {text.split()[0]!r} to {chosen!r}: not submitted"
@@ -54,7 +64,8 @@ def type_once(
 
 
 def _completion(view: screen.View, reading: screen.Reading) -> str | None:
-    """The slash command the TUI would run on Enter, where it shows it (2.1.328: above the box)."""
+    """The slash command the TUI would run on Enter, where it shows it (2.1.328: marked ``❯`` above the
+    box; 2.1.197: the first line under the box)."""
     lines = [screen.plain(line) for line in view.lines]
     rules = [i for i, line in enumerate(lines) if line.rstrip() and set(line.rstrip()) == {screen.RULE}]
     top = rules[-2] if len(rules) >= 2 else len(lines)
@@ -62,7 +73,9 @@ def _completion(view: screen.View, reading: screen.Reading) -> str | None:
         match = _POPUP.match(line)
         if match:
             return match.group(1)
-    return None
+    below = [line for line in lines[rules[-1] + 1 :] if line.strip()] if rules else []
+    match = _LIST.match(below[0]) if below else None
+    return match.group(1) if match else None
 
 
 def _clear_own(tmux: panes.Tmux, socket: str, pane: str, text: str) -> None:
