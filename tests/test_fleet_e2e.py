@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.agentdrun import Agentd, configure, start_in_tmux
-from tests.claude_harness import TmuxServer, submit, wait_for, wait_idle
+from tests.claude_harness import TmuxServer, seed_claude_json, submit, wait_for, wait_idle
 from tests.fakeapi import FakeAnthropic, text, tool_use
 from tests.fleetrun import db_events, write_fleet_config
 from tests.hookrun import install_hooks, read_log
@@ -79,10 +80,15 @@ def test_two_machines_sessions_arrive_once_in_seq_order_and_status_fleet_shows_b
     for system, home in homes.items():
         machine(machines, home, fleet_db, system)
     panes = {}
-    for system, home in homes.items():
-        project = tmp_path / f"project-{system}"
+    projects = {s: tmp_path / f"project-{s}" for s in homes}
+    for project in projects.values():
         project.mkdir()
         install_hooks(project)
+        # Both trusted before either claude starts: a running claude rewrites ~/.claude.json, and a seed
+        # written meanwhile may be lost (2.1.328 then asks whether to trust project-b).
+        seed_claude_json(os.environ["HOME"], project)
+    for system, home in homes.items():
+        project = projects[system]
         panes[system] = start_in_tmux(
             tmux_server, claude_bin, project, fake_api, extra={"CCM_HOME": str(home)}
         )
