@@ -218,8 +218,9 @@ def main() -> int:
     for n in sizes:
         busy, wall, cpu, rest = med(n, "busy"), med(n, "startup_s"), med(n, "startup_cpu_s"), med(n, "rest")
         ratios = busy / med(b, "busy"), wall / med(b, "startup_s"), cpu / med(b, "startup_cpu_s")
-        print(f"{n:>8} {busy:8.2f}% {ratios[0]:5.2f}x {med(n, 'writer'):6.1f}% {wall * 1000:7.0f}ms "
-              f"{ratios[1]:5.2f}x {cpu:7.2f}s {ratios[2]:5.2f}x {rest:8.3f}%".replace("nan%", "   -"))  # fmt: skip
+        line = (f"{n:>8} {busy:8.2f}% {ratios[0]:5.2f}x {med(n, 'writer'):6.1f}% {wall * 1000:7.0f}ms "
+                f"{ratios[1]:5.2f}x {cpu:7.2f}s {ratios[2]:5.2f}x {rest:8.3f}%")  # fmt: skip
+        print(line.replace("nan%", "   -"))
     for n in sizes:
         for m in sizes:
             if m > n and m // n in (10, 100, 500) and m % n == 0:
