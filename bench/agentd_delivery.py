@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ccm-agentd's delivery delay: from a session's status turning idle to the queued prompt's keys being sent.
 
-    python bench/agentd_delivery.py [--rounds 20]
+    python bench/agentd_delivery.py [--rounds 20] [--sessions 0]
 
 The real parts: claude (tests/node_modules/.bin/claude or $CCM_TEST_CLAUDE) in a tmux pane on a private
 socket, talking to the scripted Messages API in tests/fakeapi.py, ccm's hooks installed, and the real
@@ -13,6 +13,9 @@ status, so this is the status change), the daemon's ``typing`` delivery record, 
 log line (written after Enter went out: the keys are sent). Printed: medians and the slowest round, and the
 ratio of the median delay to one bare ``tmux send-keys`` measured in the same run (the least any tool that
 types through tmux must pay).
+
+``--sessions N`` first puts N other sessions in the state dir (bench/statedir_gen.py, 60 records each):
+the delay must not grow with what is on disk.
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ def _send_keys_ms(server: TmuxServer, pane: str, runs: int = 30) -> float:
     return statistics.median(times)
 
 
-def measure(rounds: int) -> dict[str, Any]:
+def measure(rounds: int, sessions: int = 0) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="ccm-bench-delivery-"))
     home, project = root / "home", root / "project"
     home.mkdir()
@@ -105,6 +108,11 @@ def measure(rounds: int) -> dict[str, Any]:
     os.environ.update(HOME=str(home), CCM_HOME=str(ccm_home))
     ccm_home.mkdir(mode=0o700)
     (ccm_home / "config.toml").write_text("[agentd]\nnotify_desktop = false\n")
+    if sessions:
+        from bench.statedir_gen import write_statedir
+
+        write_statedir(str(ccm_home), sessions=sessions, records=60)
+    others = {p.stem for p in (ccm_home / "status").glob("*.json")} if sessions else set()
     subprocess.run(
         [str(BIN / "ccm-hooks"), "install", "--project", str(project)], check=True, capture_output=True
     )
@@ -119,7 +127,10 @@ def measure(rounds: int) -> dict[str, Any]:
         pane = start_claude(server, _claude(), project, claude_env(api, {"PATH": f"{BIN}:/usr/bin:/bin"}))
         wait_idle(pane)
         submit(pane, "round 0")
-        sid = wait_for(lambda: [p.stem for p in (ccm_home / "status").glob("*.json")], what="a session")[0]
+        sid = wait_for(
+            lambda: [p.stem for p in (ccm_home / "status").glob("*.json") if p.stem not in others],
+            what="a session",
+        )[0]
         status_file = ccm_home / "status" / f"{sid}.json"
         log_file = ccm_home / "events" / f"{sid}.jsonl"
         for i in range(1, rounds + 1):
@@ -166,11 +177,12 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--sessions", type=int, default=0, help="other sessions on disk")
     args = parser.parse_args()
-    got = measure(args.rounds)
+    got = measure(args.rounds, args.sessions)
     to_typing, to_keys, baseline = got["to_typing"], got["to_keys"], got["baseline_ms"]
     median = statistics.median(to_keys)
-    print(f"rounds delivered: {len(to_keys)} of {args.rounds}")
+    print(f"rounds delivered: {len(to_keys)} of {args.rounds}, {args.sessions} other sessions on disk")
     for label, values in (("status idle -> typing record", to_typing), ("status idle -> keys sent", to_keys)):
         print(f"{label:32} median {statistics.median(values):7.1f} ms   max {max(values):7.1f} ms")
     print(f"{'baseline, one tmux send-keys':32} median {baseline:7.1f} ms")

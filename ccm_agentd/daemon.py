@@ -26,7 +26,7 @@ from ccm_agentd.delivery.deliverer import Deliverer
 from ccm_agentd.delivery.history import Item
 from ccm_agentd.jobs import Job, Notify, Wake
 from ccm_agentd.sessions import QueueView, SessionCache, Timers, sid_of
-from ccm_hooks import paths, store
+from ccm_hooks import fileio, paths, store
 from ccm_hooks.errors import CcmError
 from ccm_hooks.statedir import agentd_settings, config, sendqueue
 from ccm_hooks.statedir.fswatch import Changes, DirWatcher
@@ -176,8 +176,9 @@ class Daemon:
         status_dir, queue_dir = paths.status_dir(self.root), sendqueue.queue_dir(self.root)
         rescan = startup or changes.overflow or now >= self.next_rescan
         if rescan:
-            changed = self.cache.rescan()
+            changed = self.cache.rescan(now)
             queued = self.queue.reload()
+            self._clean_temps()
             self.next_rescan = now + RESCAN_S
         else:
             names = changes.names.get(status_dir, set())
@@ -200,6 +201,15 @@ class Daemon:
             self._heartbeat(now)
         due.append(self.health.next_heartbeat)
         return min(d for d in due if d is not None)
+
+    def _clean_temps(self) -> None:
+        """Remove what writers that died left in the small directories ccm rewrites files in (the cache's
+        rescan does ``status/``); spec/layout.md#temp-files."""
+        dirs = [sendqueue.queue_dir(self.root), health.agentd_dir(self.root), self.root]
+        for directory in dirs + [d for job in self.jobs for d in job.dirs()]:
+            removed = fileio.clean_stale_temps(directory)
+            if removed:
+                log.info("removed %d temp files left in %s by writers that died", removed, directory)
 
     def _wake_jobs(
         self, now: float, changes: Changes, changed: frozenset[str], ready: set[str], rescan: bool

@@ -2,20 +2,26 @@
 
 ``SessionCache`` holds each session's last status and the stamp (inode, size, mtime) of the file it was
 read from. The watcher names the status files that changed, and only those are read again; a periodic
-``rescan`` stats every file (no reads for unchanged ones) to catch what a watcher dropped. ``Timers`` holds
-when each session next needs a look without a change (a retry, a resume, a liveness check).
+``rescan`` stats every file (no reads for unchanged ones) to catch what a watcher dropped, and removes the
+temp files of writers that died. ``Timers`` holds when each session next needs a look without a change (a
+retry, a resume, a liveness check). A file that is not one ccm may use (a FIFO, a symlink, another user's,
+not a status) is logged once, not on every pass (``Problems``), and never believed.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import os
 import stat
+import time
 from collections.abc import Iterable
 from typing import Any
 
-from ccm_hooks import fastjson, paths
+from ccm_hooks import fastjson, fileio, paths
 from ccm_hooks.statedir.reader import SUFFIX_STATUS
+
+log = logging.getLogger("ccm_agentd")
 
 Stamp = tuple[int, int, int]
 MAX_STATUS_BYTES = 1 << 22  # a status is a few KB; anything this big is not ours
@@ -30,17 +36,14 @@ def sid_of(name: str) -> str | None:
 
 
 def read_status(path: str) -> tuple[Stamp, dict[str, Any] | None] | None:
-    """(stamp, status) of a regular status file, status None if it is not a JSON object; None if there is
-    no regular file. Opened non-blocking and without following links: a FIFO or a symlink planted here can
-    neither hang the daemon nor point it elsewhere."""
+    """(stamp, status) of a regular status file of the user's, status None if it is not a JSON object; None
+    if there is no such file. Opened non-blocking and without following links (``fileio.open_regular``): a
+    FIFO, a symlink or another user's file planted here can neither hang the daemon nor steer it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd, st = fileio.open_regular_stat(path, os.O_RDONLY | os.O_NONBLOCK, private=True)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if st.st_size > MAX_STATUS_BYTES:
             return stamp, None
@@ -56,13 +59,39 @@ def read_status(path: str) -> tuple[Stamp, dict[str, Any] | None] | None:
     return stamp, obj if isinstance(obj, dict) and obj.get("session_id") is not None else None
 
 
+def _stamp_of(st: os.stat_result) -> Stamp:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class Problems:
+    """Files the daemon refuses, each logged once: again only after it was fixed or removed and came back."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, str] = {}
+
+    def note(self, path: str, problem: str | None) -> None:
+        if problem is None:
+            self.known.pop(path, None)
+        elif self.known.get(path) != problem:
+            self.known[path] = problem
+            log.warning("%s; ccm-agentd ignores it", problem)
+
+    def keep_only(self, paths_now: Iterable[str]) -> None:
+        """Forget the problems of files that are gone (a full pass saw all that are left)."""
+        now = set(paths_now)
+        for path in [p for p in self.known if p not in now]:
+            del self.known[path]
+
+
 class SessionCache:
     """session id -> its current status, re-read only when its file changed."""
 
     def __init__(self, root: str) -> None:
         self.dir = paths.status_dir(root)
         self.statuses: dict[str, dict[str, Any]] = {}
-        self._stamps: dict[str, Stamp] = {}
+        self.problems = Problems()
+        self._stamps: dict[str, Stamp] = {}  # of the file last read, also of one refused (not re-read)
+        self._sids: dict[str, str] = {}  # file name -> session id, validated once
 
     def get(self, sid: str) -> dict[str, Any] | None:
         return self.statuses.get(sid)
@@ -79,8 +108,10 @@ class SessionCache:
                 changed.add(sid)
         return changed
 
-    def rescan(self) -> set[str]:
-        """Stat every status file; read those whose stamp moved; forget vanished ones. The changed ids."""
+    def rescan(self, now: float | None = None) -> set[str]:
+        """Stat every status file; read those whose stamp moved; forget vanished ones; remove temp files
+        older than fileio.STALE_TEMP_S (spec/layout.md#temp-files). The changed ids."""
+        now = time.time() if now is None else now
         changed: set[str] = set()
         seen: set[str] = set()
         try:
@@ -88,40 +119,74 @@ class SessionCache:
         except OSError:
             entries = []
         for entry in entries:
-            sid = sid_of(entry.name)
+            name = entry.name
+            sid = self._sids.get(name)
             if sid is None:
-                continue
+                if fileio.is_temp_name(name):
+                    self._clean_temp(entry, now)
+                    continue
+                sid = sid_of(name)
+                if sid is None:
+                    continue
+                self._sids[name] = sid
             seen.add(sid)
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if self._stamps.get(sid) == (st.st_ino, st.st_size, st.st_mtime_ns) and sid in self.statuses:
-                continue
+            if self._stamps.get(sid) == _stamp_of(st):
+                continue  # read (or refused) as it is now
             if self._load(sid, entry.path):
                 changed.add(sid)
-        for sid in set(self.statuses) - seen:
+        for sid in (set(self.statuses) | set(self._stamps)) - seen:
+            if sid in self.statuses:
+                changed.add(sid)
             self._forget(sid)
-            changed.add(sid)
+        self.problems.keep_only(os.path.join(self.dir, sid + SUFFIX_STATUS) for sid in seen)
         return changed
+
+    def _clean_temp(self, entry: os.DirEntry[str], now: float) -> None:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if now - st.st_mtime > fileio.STALE_TEMP_S and not stat.S_ISDIR(st.st_mode):
+                os.unlink(entry.path)
+                log.info("removed %s: a temp file left by a writer that died", entry.path)
+        except OSError:
+            pass
 
     def _load(self, sid: str, path: str) -> bool:
         found = read_status(path)
         status = found[1] if found is not None else None
         if found is None or status is None or status.get("session_id") != sid:
-            if sid in self.statuses:
-                self._forget(sid)
-                return True
-            return False
+            was = sid in self.statuses
+            self._refused(sid, path, found[0] if found is not None else None)
+            return was
+        self.problems.note(path, None)
         self._stamps[sid] = found[0]
         if self.statuses.get(sid) == status:
             return False
         self.statuses[sid] = status
         return True
 
+    def _refused(self, sid: str, path: str, stamp: Stamp | None) -> None:
+        """The file is missing or not a status ccm may believe: forget the session, say why once."""
+        self.statuses.pop(sid, None)
+        try:
+            st = os.lstat(path)
+        except OSError:  # gone
+            self._forget(sid)
+            self.problems.note(path, None)
+            return
+        self._stamps[sid] = stamp or _stamp_of(st)
+        problem = paths.file_problem(st, path, private=True) or (
+            f"{path} is not a status of session {sid} (a JSON object with its session_id)"
+        )
+        self.problems.note(path, problem)
+
     def _forget(self, sid: str) -> None:
         self.statuses.pop(sid, None)
         self._stamps.pop(sid, None)
+        self._sids.pop(sid + SUFFIX_STATUS, None)
 
 
 class Timers:
@@ -169,14 +234,19 @@ class QueueView:
     def __init__(self, root: str) -> None:
         self.root = root
         self.by_session: dict[str, list[dict[str, Any]]] = {}
+        self.problems = Problems()
 
     def reload(self) -> set[str]:
         """Read the pending items again; the session ids whose items changed."""
         from ccm_hooks.statedir import sendqueue
 
         fresh: dict[str, list[dict[str, Any]]] = {}
-        for item in sendqueue.pending(self.root):
+        refused: dict[str, str] = {}
+        for item in sendqueue.pending(self.root, refused):
             fresh.setdefault(str(item["session_id"]), []).append(item)
+        for path, problem in refused.items():
+            self.problems.note(path, problem)
+        self.problems.keep_only(refused)
         changed = {
             sid for sid in set(fresh) | set(self.by_session) if fresh.get(sid) != self.by_session.get(sid)
         }

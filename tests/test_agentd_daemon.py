@@ -192,3 +192,46 @@ def test_a_full_disk_neither_stops_the_daemon_nor_keeps_it_from_starting(small_d
     filler.unlink()
     wait_for(lambda: json.loads(health.read_text())["pid"] == again.proc.pid, timeout=10, what="a heartbeat")
     assert again.kill(signal.SIGTERM) == 0
+
+
+def _finished(root: Path, environ: dict[str, str]) -> str:
+    """A session that just finished a turn (idle after a Stop), started with ``environ``'s process facts."""
+    sid = str(uuid.uuid4())
+    for name in ("SessionStart__startup_p", "UserPromptSubmit__p", "Stop__first"):
+        data = payload(name, session_id=sid)
+        store.record_event(str(root), data, data["hook_event_name"], record.iso_utc(time.time()), environ)
+    return sid
+
+
+@pytest.mark.parametrize("notify_headless", [False, True])
+def test_a_headless_run_finishing_is_notified_only_with_notify_headless(
+    ccm_home: Path, tmp_path: Path, notify_headless: bool
+) -> None:
+    from tests.agentdrun import notifications
+
+    notified = tmp_path / "notified.tsv"
+    configure(ccm_home, notified, notify_headless=notify_headless)
+    headless = _finished(ccm_home, {"CLAUDE_CODE_ENTRYPOINT": "sdk-cli"})  # claude -p
+    interactive = _finished(ccm_home, {"CLAUDE_CODE_ENTRYPOINT": "cli"})
+    background = _finished(ccm_home, {"CLAUDE_CODE_ENTRYPOINT": "cli", "CLAUDE_JOB_DIR": "/tmp/jobs/j-1/"})
+    failed = _finished(ccm_home, {"CLAUDE_CODE_ENTRYPOINT": "sdk-cli"})
+    data = payload("StopFailure__http400", session_id=failed)
+    store.record_event(str(ccm_home), data, "StopFailure", record.iso_utc(time.time()), {})
+    d = daemon.Daemon(str(ccm_home), jobs=[])
+    d.load_config()
+    d.step(Changes(), startup=True)
+    want = {interactive: "finished", background: "finished", failed: "error"}
+    if notify_headless:
+        want[headless] = "finished"
+
+    def sent() -> dict[str, str] | None:
+        assert d.notifier is not None
+        d.notifier.reap()
+        got = {n["session_id"]: n["kind"] for n in notifications(notified)}
+        return got if len(got) >= len(want) and not d.notifier.running else None
+
+    assert wait_for(sent, timeout=15, what="the notifications") == want
+    d.step(Changes())  # nothing more on a later pass either
+    assert d.notifier is not None
+    d.notifier.close()
+    assert {n["session_id"]: n["kind"] for n in notifications(notified)} == want

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ccm_hooks import fileio, state
-from tests.hookrun import payload, read_status
+from tests.hookrun import CCM_HOOKS, payload, read_status
 from tests.hostile import assert_quiet, logged, run_handler
 
 SID = "d15cf011-0000-4000-8000-000000000001"
@@ -103,3 +103,72 @@ def test_a_really_full_disk(small_disk: Path) -> None:
     replay = _replay(home)
     assert st["seq"] == replay["seq"] and st["counters"] == replay["counters"]
     assert _temps(home) == []
+
+
+# --- `ccm-hooks send` on a full disk: all or nothing, so a retry never queues twice ---------------------
+
+IN_TMUX = {"TMUX": "/tmp/tmux-0/default,1,0", "TMUX_PANE": "%1"}  # send refuses sessions outside tmux
+
+
+def _send(home: Path, sid: str, text: str, max_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CCM_HOOKS, "send", sid, text], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "CCM_HOME": str(home)},
+        preexec_fn=None if max_bytes is None else lambda: _limited(max_bytes),
+    )  # fmt: skip
+
+
+def _queued(home: Path, sid: str) -> tuple[list[str], list[str]]:
+    """(the ids of the pending items, the items of the ccm.queued records in the session's log)."""
+    items = sorted(p.stem for p in (home / "queue").glob("*.json")) if (home / "queue").exists() else []
+    log = (home / "events" / f"{sid}.jsonl").read_bytes()  # a record torn by the limit is no record
+    records = [r["queued"]["item"] for _, r in fileio.iter_lines(log) if r["event"] == "ccm.queued"]
+    return items, records
+
+
+def _assert_sent_once(home: Path, sid: str, first: subprocess.CompletedProcess[str]) -> None:
+    """Whatever failed, the outcome is one item and one record, or (exit 1, one line) neither; a retry
+    then queues exactly one."""
+    items, records = _queued(home, sid)
+    if first.returncode == 0:
+        assert items == records and len(items) == 1, (first.stderr, items, records)
+        return
+    assert first.returncode == 1 and first.stdout == "", first
+    assert first.stderr.startswith("ccm-hooks: nothing was queued") and first.stderr.count("\n") == 1
+    assert (items, records) == ([], []), first.stderr
+    retry = _send(home, sid, "hello")
+    assert retry.returncode == 0, retry.stderr
+    items, records = _queued(home, sid)
+    assert items == records and len(items) == 1
+
+
+def test_send_at_every_write_limit_queues_once_or_not_at_all(ccm_home: Path) -> None:
+    # Limits from nothing at all to room for everything: the item, the record and the status fail in turn.
+    outcomes = set()
+    for limit in range(0, 2600, 100):
+        sid = str(uuid.uuid4())
+        assert_quiet(
+            run_handler(payload("SessionStart__startup_interactive", session_id=sid), env=IN_TMUX)[0]
+        )
+        first = _send(ccm_home, sid, "hello", max_bytes=limit)
+        _assert_sent_once(ccm_home, sid, first)
+        outcomes.add(first.returncode)
+        for path in (ccm_home / "queue").glob("*.json"):
+            path.unlink()  # the next session starts with an empty queue
+        assert _temps(ccm_home) == []
+    assert outcomes == {0, 1}
+
+
+def test_send_on_a_really_full_disk_queues_nothing_then_once(small_disk: Path) -> None:
+    home = small_disk / "ccm"
+    sid = str(uuid.uuid4())
+    env = {"CCM_HOME": str(home), **IN_TMUX}
+    assert_quiet(run_handler(payload("SessionStart__startup_interactive", session_id=sid), env=env)[0])
+    (home / "queue").mkdir(mode=0o700)
+    filler = _fill(small_disk)
+    first = _send(home, sid, "hello")
+    assert first.returncode == 1 and "No space left on device" in first.stderr, first
+    assert _queued(home, sid) == ([], [])
+    assert _temps(home) == []
+    filler.unlink()
+    _assert_sent_once(home, sid, first)

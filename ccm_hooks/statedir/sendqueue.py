@@ -84,8 +84,9 @@ def enqueue(root: str, session_id: str, text: str, by: str, command: bool = Fals
     return item
 
 
-def pending(root: str) -> list[dict[str, Any]]:
-    """Pending items, oldest first. Unreadable or foreign files are skipped."""
+def pending(root: str, refused: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Pending items, oldest first. Unreadable or foreign files are skipped; with ``refused``, each one's
+    path is put there with why (ccm-agentd logs it once)."""
     try:
         names = sorted(
             n for n in os.listdir(queue_dir(root)) if n.endswith(".json") and not n.startswith(".")
@@ -94,9 +95,14 @@ def pending(root: str) -> list[dict[str, Any]]:
         return []
     items = []
     for name in names:
+        path = os.path.join(queue_dir(root), name)
         try:
-            item = fileio.read_json(os.path.join(queue_dir(root), name))
-        except (OSError, ValueError):
+            item = fileio.read_json(path)
+        except (OSError, ValueError) as exc:
+            if refused is not None:
+                refused[path] = str(exc) if isinstance(exc, fileio.UnsafePath) else f"{path}: {exc}"
+            continue
+        if item is None:  # taken out of the queue meanwhile
             continue
         if (
             isinstance(item, dict)
@@ -105,6 +111,8 @@ def pending(root: str) -> list[dict[str, Any]]:
             and isinstance(item.get("text"), str)
         ):
             items.append(item)
+        elif refused is not None:
+            refused[path] = f"{path} is not a queue item (spec/agentd.md)"
     return items
 
 
