@@ -224,19 +224,21 @@ def test_the_scheduler_keeps_order_and_limits() -> None:
     now = time.time()
     queue = [_t("1"), _t("2", priority=5), _t("3", project="q"), _t("4", after=["1"]), _t("5", project="q"),
              _t("6", not_before=iso_utc(now + 60)), _t("7", project="r")]  # fmt: skip
-    picked = [t["id"] for t in scheduler.pick(queue, 3, 2, now)]
-    assert picked == ["2", "1", "3"]  # priority first, then FIFO; 4 waits for 1; 6 backs off
+
+    def pick(given: list[dict[str, Any]], max_agents: int, per_project: int) -> list[str]:
+        return [
+            t["id"] for t in scheduler.pick(given, {t["id"]: t for t in given}, max_agents, per_project, now)
+        ]
+
+    assert pick(queue, 3, 2) == ["2", "1", "3"]  # priority first, then FIFO; 4 waits for 1; 6 backs off
     running = [_t("8", "running"), _t("9", "running")]
-    assert [t["id"] for t in scheduler.pick(queue + running, 4, 2, now)] == ["3", "5"]  # p is full
-    assert [t["id"] for t in scheduler.pick([*queue, _t("10", "done")], 9, 9, now)] == [
-        "2",
-        "1",
-        "3",
-        "5",
-        "7",
+    assert pick(queue + running, 4, 2) == ["3", "5"]  # p is full
+    assert pick([*queue, _t("10", "done")], 9, 9) == ["2", "1", "3", "5", "7"]
+    # --after looks among every task (by_id), the candidates being only the live and queued ones
+    waiting = _t("4", after=["1"])
+    assert [t["id"] for t in scheduler.pick([waiting], {"1": _t("1", "done"), "4": waiting}, 4, 2, now)] == [
+        "4"
     ]
-    done = [_t("1", "done"), _t("4", after=["1"])]
-    assert [t["id"] for t in scheduler.pick(done, 4, 2, now)] == ["4"]
     assert scheduler.blocked_by(_t("4", after=["x"]), {}) == "waits for task x, which does not exist"
 
 
@@ -403,6 +405,26 @@ def test_the_job_at_rest(ccm_home: Path) -> None:
     job.metrics(m)
     assert m.value("ccm_tasks", {"state": "queued"}) == 0 and job.health()["launches"] == 0
     assert "ccm_task_launch_failures_total" in m.render()
+
+
+def test_a_wake_never_walks_the_finished_tasks(ccm_home: Path) -> None:
+    """5,000 finished tasks on disk: a session's change costs what it costs with none (issue 9's rule)."""
+    job = TasksJob(str(ccm_home))
+    job.wake(Wake(time.time(), {}, frozenset(), {}, True))  # loaded: an empty tasks dir
+
+    def timed_wakes() -> float:
+        start = time.perf_counter()
+        for _ in range(200):
+            job.wake(Wake(time.time(), {}, frozenset({"some-session"}), {}, False))
+        return time.perf_counter() - start
+
+    empty = min(timed_wakes() for _ in range(3))
+    for n in range(5000):
+        job._put(f"{n:08x}", _t(f"{n:08x}", "done" if n % 2 else "failed"))
+    assert job.active == set() and job.queued == set()
+    assert min(timed_wakes() for _ in range(3)) < empty * 5 + 0.01  # flat, with room for a loaded machine
+    job._put("0000000a", _t("0000000a"))
+    assert job.queued == {"0000000a"}
 
 
 # --- start ---------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@ each attempt through its session's status to done or failed, retries, cancels, c
 
 Per wake-up it touches what changed: the task files named in the wake (plus, at a rescan, any whose file
 changed), the live tasks (at most ``max_agents`` plus those waiting for a person), and the few done tasks
-whose window is still open. Everything it must remember is in the task files; see spec/tasks.md.
+whose window is still open; the queued ones only when one could start. Finished tasks are kept but never
+walked (two id sets index the others), so a wake costs the same with 5 or 5,000 finished tasks on disk.
+Everything it must remember is in the task files; see spec/tasks.md.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class TasksJob:
         self.cfg = config.TasksConfig()
         self.launcher = Launcher(root, self.cfg)
         self.tasks: dict[str, dict[str, Any]] = {}
+        self.active: set[str] = set()  # ids of live tasks and of done ones whose window is open
+        self.queued: set[str] = set()
         self.stamps: dict[str, tuple[int, int, int] | None] = {}
         self.loaded = False
         self.counts = {"launches": 0, "launch_failures": 0}
@@ -68,9 +72,7 @@ class TasksJob:
             if when is not None:
                 due = when if due is None else min(due, when)
 
-        for task in sorted(self.tasks.values(), key=tasks.order_key):
-            if not (task.get("state") in tasks.LIVE or _window_open(task)):
-                continue
+        for task in sorted((self.tasks[i] for i in self.active), key=tasks.order_key):
             # Only what changed: its file, its session, its own time; or everything at a rescan.
             attempt = tasks.current_attempt(task) or {}
             when = self.due.get(task["id"])
@@ -86,14 +88,15 @@ class TasksJob:
             self.due[task["id"]] = when if when is not None else now + IDLE_CHECK_S
             soon(self.due[task["id"]])
         limits = (self.cfg.max_agents, self.cfg.max_agents_per_project)
-        for chosen in scheduler.pick(self.tasks.values(), *limits, now):
+        candidates = [self.tasks[i] for i in self.active | self.queued] if self.queued else []
+        for chosen in scheduler.pick(candidates, self.tasks, *limits, now):
             try:
                 soon(self._launch(dict(chosen), now))
             except Exception:
                 log.exception("task %s: unexpected error while launching", chosen.get("id"))
-        for task in self.tasks.values():
-            if task.get("state") == "queued" and task.get("not_before"):
-                soon(parse_ts(task.get("not_before")))
+        for task_id in self.queued:
+            if self.tasks[task_id].get("not_before"):
+                soon(parse_ts(self.tasks[task_id].get("not_before")))
         if self.launcher.ending:
             soon(cleanup.finish_ending(self.launcher, now))
         return due
@@ -131,7 +134,7 @@ class TasksJob:
         if not self.loaded or w.rescan:
             ids = tasks.task_ids(self.root)
             for gone in set(self.tasks) - set(ids):
-                del self.tasks[gone]
+                self._put(gone, None)
             self.loaded = True
         else:
             ids = sorted({name.rpartition(".")[0] for name in names if name.endswith((".json", ".jsonl"))})
@@ -144,14 +147,24 @@ class TasksJob:
             task = tasks.load(self.root, task_id)
             self.stamps[task_id] = stamp
             touched.add(task_id)
-            if task is None:
-                self.tasks.pop(task_id, None)
-            else:
-                self.tasks[task_id] = task
+            self._put(task_id, task)
         return touched
 
+    def _put(self, task_id: str, task: dict[str, Any] | None) -> None:
+        """The one place self.tasks changes, so the id sets stay true."""
+        self.active.discard(task_id)
+        self.queued.discard(task_id)
+        if task is None:
+            self.tasks.pop(task_id, None)
+            return
+        self.tasks[task_id] = task
+        if task.get("state") in tasks.LIVE or _window_open(task):
+            self.active.add(task_id)
+        elif task.get("state") == "queued":
+            self.queued.add(task_id)
+
     def _save(self, task: dict[str, Any]) -> dict[str, Any]:
-        self.tasks[task["id"]] = task
+        self._put(task["id"], task)
         self.stamps[task["id"]] = _stamp(tasks.log_path(self.root, task["id"]))
         self.due.pop(task["id"], None)  # changed: look at it again at the next wake-up
         return task

@@ -29,10 +29,12 @@ def due(task: Task, now: float) -> bool:
     return when is None or when <= now
 
 
-def pick(all_tasks: Iterable[Task], max_agents: int, max_per_project: int, now: float) -> list[Task]:
-    """The queued tasks to launch now, in launch order."""
-    everything = list(all_tasks)
-    by_id = {str(t.get("id")): t for t in everything}
+def pick(
+    candidates: Iterable[Task], by_id: Mapping[str, Task], max_agents: int, max_per_project: int, now: float
+) -> list[Task]:
+    """The queued tasks to launch now, in launch order. ``candidates``: at least every live and every queued
+    task (others are ignored); ``by_id``: every task, for ``--after``."""
+    everything = list(candidates)
     live = [t for t in everything if t.get("state") in tasks.LIVE]
     per_project: dict[str, int] = {}
     for t in live:
