@@ -8,6 +8,7 @@ ccm-agentd process, the scripted Messages API. What the model server received is
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,15 @@ from tests.agentdrun import (
     start_in_tmux,
     wait_state,
 )
-from tests.claude_harness import TmuxServer, capture, claude_env, run_claude_p, submit, wait_for
+from tests.claude_harness import (
+    TmuxServer,
+    capture,
+    claude_env,
+    run_claude_p,
+    submit,
+    wait_for,
+    wait_for_screen,
+)
 from tests.fakeapi import FakeAnthropic, RecordedRequest, Script, always, api_error, text, usage_limit
 from tests.hookrun import MINIMAL_PATH, install_hooks, read_log, read_status
 
@@ -40,6 +49,8 @@ SENT = WATCH_PROMPT.strip()
 NO_RETRIES = {"CLAUDE_CODE_MAX_RETRIES": "0"}
 # Claude Code 2.1.328's own continue at a usage limit's reset (spec/claude-versions.md).
 CLAUDE_OWN_CONTINUE = "Your claude.ai usage limit has reset."
+SELF_CONTINUING = re.compile(r"continuing automatically|Continuing shortly", re.IGNORECASE)  # 2.1.328
+MENU = "What do you want to do?"  # 2.1.197's usage-limit menu (/rate-limit-options)
 
 
 def _records(home: Path, sid: str, event: str) -> list[dict[str, Any]]:
@@ -156,6 +167,10 @@ def test_a_subscription_usage_limit_is_resumed_exactly_once(
     assert resume_at is not None
     # Claude Code shows the reset to the minute ("resets 3:25am (UTC)"): that minute, not tomorrow's.
     assert reset - 60 < resume_at <= reset + 60, (limited["resume_at"], reset)
+    if claude_version == "2.1.197":  # its own menu, a dialog ccm must not answer (Esc closes it)
+        wait_for_screen(pane, lambda s: MENU in s, what="the usage-limit menu")
+    else:  # its promise to continue by itself
+        wait_for_screen(pane, lambda s: SELF_CONTINUING.search(s), what="the promise to continue")
 
     def after_limit() -> list[RecordedRequest]:
         return fake_api.main_requests()[1:]
@@ -178,9 +193,39 @@ def test_a_subscription_usage_limit_is_resumed_exactly_once(
         assert "closing Claude Code's usage-limit menu" in agentd.log()
     else:
         assert lines[1].startswith(CLAUDE_OWN_CONTINUE), lines
+        # ccm's resume was due (reset + grace + jitter) well before Claude Code continued: only the screen
+        # saying Claude Code would continue kept it from typing, and then the session was no longer limited.
+        assert resumed.time > resume_at + 1.5 + 5.0
         assert deliveries(ccm_home, sid) == []
         assert said(fake_api, "go on please") == 0
+        kinds = [r.get("notification_type") for r in _records(ccm_home, sid, "Notification")]
+        assert "quota_auto_resume_fired" in kinds
     assert notified_kinds(notified) == ["rate_limited", "finished"]
+
+
+def test_a_weekly_limit_days_away_is_resumed_on_its_day(
+    claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
+    tmux_server: TmuxServer, agentd: Agentd,
+) -> None:  # fmt: skip
+    """More than a day away, Claude Code writes the reset with its date ("resets Dec 3, 3:25am (UTC)"):
+    ccm resumes on that day, not after rate_limit_wait_s (again and again, each resume hitting the limit)."""
+    install_hooks(project_dir)
+    configure(ccm_home, rate_limit_wait_s=60.0)
+    pane = start_in_tmux(tmux_server, claude_bin, project_dir, fake_api, extra=NO_RETRIES, subscription=True)
+    agentd.start()
+    reset = int(time.time()) + 3 * 86400 + 600
+    fake_api.responder = Script([usage_limit(reset, claim="seven_day")])
+    submit(pane, "start the job")
+    sid = session_of(ccm_home)
+    limited = wait_state(ccm_home, sid, "rate_limited")
+    assert re.match(
+        r"You've hit your weekly limit · resets [A-Z][a-z]{2} \d{1,2}, ", limited["last_assistant_message"]
+    )
+    # The end of the minute it names (shown rounded down).
+    assert parse_ts(limited["resume_at"]) == reset - reset % 60 + 60, (
+        limited["last_assistant_message"],
+        reset,
+    )
 
 
 # --- a 400 is an error, whatever digits it holds ----------------------------------------------------------
