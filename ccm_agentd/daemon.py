@@ -78,7 +78,9 @@ class Daemon:
         s = self.settings = agentd_settings.parse(data.get("agentd"))
         for error in s.errors:
             log.error("config.toml: %s; using its default", error)
-        liveness_cfg = liveness.Config(s.stall_after_s, s.rate_limit_wait_s, s.rate_limit_jitter_s)
+        liveness_cfg = liveness.Config(
+            s.stall_after_s, s.rate_limit_wait_s, s.rate_limit_jitter_s, s.self_continue_grace_s
+        )
         self.liveness_cfg = liveness_cfg
         if self.notifier is None:
             self.notifier = notify.Notifier(
@@ -309,7 +311,8 @@ class Daemon:
             item = Item(f"resume-{since}", sid, self.settings.resume_prompt, "resume", since)
             jitter = self.jitter.setdefault(item.id, random.uniform(0, self.liveness_cfg.rate_limit_jitter_s))
             entry = registry.read(st.get("claude_pid"))
-            resume = liveness.resume_due(st, jitter, entry.version if entry is not None else None)
+            version = entry.version if entry is not None else None
+            resume = liveness.resume_due(st, jitter, version, self.liveness_cfg.self_continue_grace_s)
             if resume is not None and now < resume:
                 return resume
             items.append(item)

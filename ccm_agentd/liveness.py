@@ -30,10 +30,15 @@ _NOTICE_RE = re.compile(
     r"|You've hit your (?:[\w-]+ )?limit)"
 )
 _EPOCH_RE = re.compile(r"\|(\d{10})\b")
+# "resets 3:25am (UTC)", "resets 3pm", and a reset more than a day away "resets Dec 3, 3:25am (UTC)" (with
+# ", 2027" when the year differs): Claude Code's own formatting, en-US, the time rounded DOWN to the minute.
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _RESETS_RE = re.compile(
-    r"resets?\s+(?:at\s+)?(\d{1,2})(?::(\d{2}))?\s*([ap]m)?(?:\s*\(([A-Za-z_]+/[A-Za-z_/+-]+|UTC)\))?",
+    r"resets?\s+(?:at\s+)?(?:(" + "|".join(_MONTHS) + r")[a-z]*\.?\s+(\d{1,2}),?\s+(?:(\d{4}),?\s+)?)?"
+    r"(\d{1,2})(?::(\d{2}))?\s*([ap]m)?(?:\s*\(([A-Za-z_]+/[A-Za-z_/+-]+|UTC)\))?",
     re.IGNORECASE,
 )
+MINUTE_S = 60.0
 _IN_RE = re.compile(
     r"(?:try again|retry|resets?) in\s+(\d+)\s*(s|sec|second|m|min|minute|h|hour)", re.IGNORECASE
 )
@@ -44,6 +49,7 @@ class Config:
     stall_after_s: float = 600.0
     rate_limit_wait_s: float = 3600.0  # when the message gives no reset time
     rate_limit_jitter_s: float = 60.0
+    self_continue_grace_s: float = 120.0  # see resume_due
 
 
 def _limit_text(status: dict[str, Any]) -> str:
@@ -67,37 +73,52 @@ def is_rate_limit(status: dict[str, Any]) -> bool:
     return status.get("state") == "idle" and usage_notice(status)
 
 
-def reset_time(text: str, now: float, default_wait: float) -> float:
-    """When the limit resets, from the message; ``now + default_wait`` when it does not say."""
+def reset_time(text: str, now: float, default_wait: float, said_at: float | None = None) -> float:
+    """When the limit resets, from the message; ``now + default_wait`` when it does not say.
+
+    ``said_at`` is when the message was given (the failed turn's end; ``now`` if unknown). A clock time is
+    the first such time at or after it: Claude Code shows the reset rounded down to the minute ("resets
+    3:25am" for 3:25:40), so a limit given at 3:25:10 resets this minute, not tomorrow, and is surely over
+    at the end of that minute, which is what this returns.
+    """
+    said = now if said_at is None else min(said_at, now)
     epoch = _EPOCH_RE.search(text)
     if epoch:
         return float(epoch.group(1))
     rel = _IN_RE.search(text)
     if rel:
         unit = rel.group(2).lower()[0]
-        return now + int(rel.group(1)) * {"s": 1, "m": 60, "h": 3600}[unit]
+        return said + int(rel.group(1)) * {"s": 1, "m": 60, "h": 3600}[unit]
     at = _RESETS_RE.search(text)
     if at:
-        hour, minute = int(at.group(1)), int(at.group(2) or 0)
-        ampm = (at.group(3) or "").lower()
+        month, day, year = at.group(1), at.group(2), at.group(3)
+        hour, minute = int(at.group(4)), int(at.group(5) or 0)
+        ampm = (at.group(6) or "").lower()
         if ampm == "pm" and hour < 12:
             hour += 12
         elif ampm == "am" and hour == 12:
             hour = 0
         tz: dt.tzinfo | None = None
-        if at.group(4):
+        if at.group(7):
             try:
                 from zoneinfo import ZoneInfo
 
-                tz = ZoneInfo(at.group(4))
+                tz = ZoneInfo(at.group(7))
             except Exception:
                 tz = None
-        local = dt.datetime.fromtimestamp(now, tz) if tz else dt.datetime.fromtimestamp(now).astimezone()
-        if hour < 24 and minute < 60:
+        local = dt.datetime.fromtimestamp(said, tz) if tz else dt.datetime.fromtimestamp(said).astimezone()
+        try:
             when = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
-            if when.timestamp() <= now:
+            if month:
+                number = _MONTHS.index(month.lower()) + 1
+                when = when.replace(year=int(year) if year else when.year, month=number, day=int(day))
+                if not year and when.timestamp() + MINUTE_S <= said:
+                    when = when.replace(year=when.year + 1)
+            elif when.timestamp() + MINUTE_S <= said:
                 when += dt.timedelta(days=1)
-            return when.timestamp()
+        except ValueError:  # hour 25, February 30, ...: not a time
+            return now + default_wait
+        return when.timestamp() + MINUTE_S
     return now + default_wait
 
 
@@ -151,7 +172,7 @@ def check(status: dict[str, Any], tmux: panes.Tmux, cfg: Config, now: float) -> 
         return {"state": "stalled", "reason": f"no hook event for {int(quiet)} s; {seen}"}
     if is_rate_limit(status):
         text = _limit_text(status)
-        resume = reset_time(text, now, cfg.rate_limit_wait_s)
+        resume = reset_time(text, now, cfg.rate_limit_wait_s, parse_ts(status.get("state_since")))
         from ccm_hooks.record import iso_utc
 
         return {
@@ -183,9 +204,9 @@ def _lost(status: dict[str, Any], tmux: panes.Tmux) -> str | None:
 
 
 # Claude Code continues by itself 30 to 90 s after a claude.ai usage limit resets, from 2.1.234 on
-# (spec/claude-versions.md): ccm's one resume comes after that, and only if that did not happen.
+# (spec/claude-versions.md): ccm's one resume comes after that (``self_continue_grace_s``, 120 s by
+# default), and only if that did not happen.
 SELF_CONTINUE_SINCE = (2, 1, 234)
-SELF_CONTINUE_GRACE_S = 120.0
 
 
 def version_tuple(version: object) -> tuple[int, ...] | None:
@@ -202,15 +223,19 @@ def continues_by_itself(version: object) -> bool:
     return parsed is None or parsed >= SELF_CONTINUE_SINCE
 
 
-def resume_due(status: dict[str, Any], jitter: float, version: object = None) -> float | None:
+def resume_due(
+    status: dict[str, Any], jitter: float, version: object = None, grace: float = 120.0
+) -> float | None:
     """When to type the resume into a rate-limited session (epoch seconds): after the reset plus the
-    jitter, and on a Claude Code that continues by itself, after the time it takes to do so. If it did, the
-    session is no longer rate limited (its own continue is a UserPromptSubmit) and nothing is typed."""
+    jitter, and on a Claude Code that continues by itself, ``grace`` later still (the time it takes to do
+    so). If it did, the session is no longer rate limited (its own continue is a UserPromptSubmit) and
+    nothing is typed; while its screen says it will, nothing is typed either (screen.SELF_ACTING)."""
     when = parse_ts(status.get("resume_at"))
     if when is None:
         return None
     # Only a subscription's usage limit is continued by Claude Code itself, never an API key's 429.
-    grace = SELF_CONTINUE_GRACE_S if usage_notice(status) and continues_by_itself(version) else 0.0
+    if not (usage_notice(status) and continues_by_itself(version)):
+        grace = 0.0
     return when + grace + jitter
 
 

@@ -36,8 +36,13 @@ _FORMAT = frozenset(
      "\ufeff", "\u00ad"]
 )  # fmt: skip
 # Prompts Claude Code submits by itself (2.1.328): a background subagent's result, its own continue at a
-# usage limit's reset. Nobody typed them: not a person's prompt, not what ccm typed.
-CLAUDE_OWN_PREFIXES = ("<task-notification>", "Your claude.ai usage limit has reset.")
+# usage limit's reset (seen), or before it when usage is available again (its other text, read from the
+# binary). Nobody typed them: not a person's prompt, not what ccm typed.
+CLAUDE_OWN_PREFIXES = (
+    "<task-notification>",
+    "Your claude.ai usage limit has reset.",
+    "Your claude.ai usage is available again before the usage-limit reset.",
+)
 
 
 class TextError(ValueError):

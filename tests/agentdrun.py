@@ -132,9 +132,10 @@ def said(api: FakeAnthropic, prompt: str) -> int:
 
 def start_in_tmux(
     tmux_server: TmuxServer, claude_bin: str, project: Path, api: FakeAnthropic, args: tuple[str, ...] = (),
-    extra: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None, subscription: bool = False,
 ) -> Pane:  # fmt: skip
-    env = claude_env(api, {"PATH": MINIMAL_PATH, **(extra or {})})
+    """Claude in a new tmux session, idle; ``subscription`` signs in with a claude.ai login (claude_env)."""
+    env = claude_env(api, {"PATH": MINIMAL_PATH, **(extra or {})}, subscription=subscription)
     pane = start_claude(
         tmux_server, claude_bin, project, env, args=args or ("--dangerously-skip-permissions",)
     )

@@ -286,7 +286,9 @@ def test_a_typing_settled_without_a_prompt_is_forgotten() -> None:
     "prompt",
     ["<task-notification>\n<task-id>a1</task-id>\n<status>completed</status>\n</task-notification>",
      "Your claude.ai usage limit has reset. Continue the task you were working on when the limit was "
-     "reached; do not repeat work that is already complete."],
+     "reached; do not repeat work that is already complete.",
+     "Your claude.ai usage is available again before the usage-limit reset. Continue the task you were "
+     "working on when the limit was reached; do not repeat work that is already complete."],
 )  # fmt: skip
 def test_prompts_claude_code_submits_itself_neither_restart_nor_settle_anything(prompt: str) -> None:
     """2.1.328 submits a background subagent's result and its own continue after a usage limit as

@@ -44,6 +44,7 @@ CONFIRM_S = 5.0  # after Enter, how long the event it causes may take before we 
 GIVE_UP_S = 60.0  # a busy session with no such event this long after Enter: unconfirmed
 SETTLE_POLL_S = 0.02  # the quickest look again at a pane not yet idle
 BACKOFF_S = (2.0, 5.0, 15.0, 30.0, 60.0)  # before attempts 2, 3, ...; past the last one: failed
+MENU_ESC_AGAIN_S = 2.0  # the least time between two Escs into a usage-limit menu that is still shown
 HISTORY_MARGIN_S = 300.0  # a session's log is read from this long before its oldest pending item
 _BUFFER_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -63,6 +64,7 @@ class Deliverer:
         self.counts = counts if counts is not None else {}  # outcome -> number, for metrics
         self.why: dict[str, tuple[str, str]] = {}  # item id -> (session, why it is not typed yet)
         self.unknown_screens: dict[str, str] = {}  # pane -> why nothing was typed into it
+        self.menu_esc: dict[str, float] = {}  # session -> when Esc was last pressed into its usage-limit menu
 
     # --- what is pending --------------------------------------------------------------------------------
 
@@ -83,6 +85,7 @@ class Deliverer:
     def forget(self, sid: str) -> None:
         """The session is gone: drop what was read of its log."""
         self.histories.pop(sid, None)
+        self.menu_esc.pop(sid, None)
         for item_id in [i for i, (s, _) in self.why.items() if s == sid]:
             del self.why[item_id]
 
@@ -189,10 +192,15 @@ class Deliverer:
         if not look.ok:
             self._wait(item, look.why)
             if look.rate_limit_menu and item.kind == "resume":
-                # 2.1.197 opened its own usage-limit menu; Esc there is its choice 1, "Stop and wait".
-                log.info("closing Claude Code's usage-limit menu in %s with Esc before the resume", pane)
-                self.tmux.press(str(status["tmux_socket"]), pane, "Escape")
-                return now + 1.0
+                # 2.1.197 opened its own usage-limit menu; Esc there is its choice 1, "Stop and wait". Once
+                # per MENU_ESC_AGAIN_S: the menu stays on screen a moment after Esc, and a step that comes
+                # sooner (any wake-up) must not press it again: Esc Esc on the prompt opens Rewind.
+                pressed = self.menu_esc.get(item.session_id)
+                if pressed is None or now - pressed >= MENU_ESC_AGAIN_S:
+                    log.info("closing Claude Code's usage-limit menu in %s with Esc before the resume", pane)
+                    self.tmux.press(str(status["tmux_socket"]), pane, "Escape")
+                    self.menu_esc[item.session_id] = pressed = now
+                return min(now + 0.5, pressed + MENU_ESC_AGAIN_S)
             if not status.get("tmux_pane"):
                 return None
             # The screen settles without a hook event: Claude Code fires Stop before it redraws its prompt

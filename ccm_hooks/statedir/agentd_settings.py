@@ -21,6 +21,9 @@ class AgentdSettings:
     liveness_s: float = 10.0
     rate_limit_wait_s: float = 3600.0
     rate_limit_jitter_s: float = 60.0
+    # A claude.ai usage limit on a Claude Code that continues by itself at the reset (2.1.234 and later,
+    # 30-90 s after it): ccm's own resume waits this much longer, and is typed only if that did not happen.
+    self_continue_grace_s: float = 120.0
     resume_prompt: str = "continue"
     notify_commands: tuple[str, ...] = ()
     notify_desktop: bool = True
@@ -38,6 +41,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "liveness_s": (0.1, 3600.0),
     "rate_limit_wait_s": (1.0, 7 * DAY),
     "rate_limit_jitter_s": (0.0, 3600.0),
+    "self_continue_grace_s": (0.0, 3600.0),
     "notify_timeout_s": (0.1, 600.0),
     "queue_expiry_s": (10.0, 30 * DAY),
     "heartbeat_s": (1.0, 60.0),
