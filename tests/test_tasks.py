@@ -389,6 +389,29 @@ def test_validate_checks_tasks(ccm_home: Path, tmp_path: Path) -> None:
     assert "seq 9, expected 2" in out.stdout and "'ts' is a required property" in out.stdout, out.stdout
 
 
+def test_validate_of_a_task_changed_while_it_reads(
+    ccm_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live daemon appends a record and replaces the file between validate's read of the log and its read
+    of the file: the file is ahead of the log as read, which is no error."""
+    from ccm_hooks.commands import validate_tasks
+
+    project = git_repo(tmp_path / "project")
+    task_id = add("-C", str(project), "something")
+    task_file = str(ccm_home / "tasks" / f"{task_id}.json")
+    real_open = open
+
+    def racing_open(path: Any, *args: Any, **kw: Any) -> Any:
+        if str(path) == task_file:
+            tasks.change(str(ccm_home), task_id, "test", note="a change meanwhile")
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(validate_tasks, "open", racing_open, raising=False)
+    said: list[tuple[str, str]] = []
+    validate_tasks._check_task(str(ccm_home), task_id, lambda p, m: said.append((p, m)), lambda p, m: None)
+    assert said == []
+
+
 def test_top_shows_tasks(ccm_home: Path, tmp_path: Path) -> None:
     project = git_repo(tmp_path / "project")
     task_id = add("-C", str(project), "--name", "shown in top", "something")

@@ -120,6 +120,12 @@ def _check_task(root: str, task_id: str, error: Say, warn: Say) -> None:
     if not records:
         return
     folded = tasks.replay(records)
+    seq = task.get("seq") if isinstance(task, dict) else None
+    if folded != task and isinstance(seq, int) and seq > len(records):
+        # The file is ahead of the log as read: a live writer appended its record (it always appends first)
+        # and replaced the file after the log was read. The log read again holds that record.
+        records = tasks.read_log(root, task_id)
+        folded = tasks.replay(records)
     if folded != task:
         behind = tasks.replay(records[:-1])
         if behind == task:

@@ -140,7 +140,7 @@ def fold(task: dict[str, Any] | None, rec: Mapping[str, Any]) -> dict[str, Any] 
     return new
 
 
-def _read_log(root: str, task_id: str) -> list[dict[str, Any]]:
+def read_log(root: str, task_id: str) -> list[dict[str, Any]]:
     try:
         fd = os.open(log_path(root, task_id), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
@@ -170,7 +170,7 @@ def load(root: str, task_id: str) -> dict[str, Any] | None:
         return task
     if last is None and isinstance(task, dict) and task.get("id") == task_id:
         return task  # the log is gone (removed by hand): the file is all there is
-    return replay(_read_log(root, task_id))
+    return replay(read_log(root, task_id))
 
 
 def task_ids(root: str) -> list[str]:
@@ -328,4 +328,4 @@ def change(
 
 def history(root: str, task_id: str) -> Iterator[dict[str, Any]]:
     """The task's log records, oldest first."""
-    yield from _read_log(root, task_id)
+    yield from read_log(root, task_id)
