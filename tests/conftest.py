@@ -10,7 +10,7 @@ import pytest
 
 from tests.agentdrun import agentd  # noqa: F401
 from tests.claude_harness import *  # noqa: F403
-from tests.fleetrun import fleet_db, fleet_template  # noqa: F401
+from tests.fleetrun import fleet_db, fleet_template, machines  # noqa: F401
 from tests.pgcluster import pg_cluster, pg_dsn, pg_private  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent

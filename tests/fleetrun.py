@@ -18,10 +18,21 @@ from ccm_agentd.fleet.job import FleetJob, LocalTask
 from ccm_agentd.jobs import Wake
 from ccm_hooks import record, store
 from ccm_hooks.statedir import reader
+from tests.agentdrun import Agentd
 from tests.claude_harness import wait_for
 from tests.pgcluster import PgCluster
 
 T = TypeVar("T")
+
+
+@pytest.fixture
+def machines() -> Iterator[list[Agentd]]:
+    """The ccm-agentd processes a test starts as machines (it appends them); killed afterwards if running."""
+    made: list[Agentd] = []
+    yield made
+    for d in made:
+        if d.proc is not None and d.proc.poll() is None:
+            d.kill()
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.agentdrun import BIN, Agentd, configure
 from tests.claude_harness import wait_for
@@ -27,15 +24,6 @@ def run(home: Path, *args: str, tool: str = "ccm-hooks") -> subprocess.Completed
     env = {**os.environ, "CCM_HOME": str(home)}
     env.pop("CCM_FLEET_DSN", None)
     return subprocess.run([str(BIN / tool), *args], capture_output=True, text=True, timeout=60, env=env)
-
-
-@pytest.fixture
-def machines(tmp_path: Path) -> Iterator[list[Agentd]]:
-    made: list[Agentd] = []
-    yield made
-    for d in made:
-        if d.proc is not None and d.proc.poll() is None:
-            d.kill()
 
 
 def machine(made: list[Agentd], home: Path, dsn: str, system: str) -> Agentd:

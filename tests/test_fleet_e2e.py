@@ -7,7 +7,6 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +36,6 @@ def steps_responder(steps: int, command: str = "echo step") -> Any:
         return [text(f"All {steps} steps done.")]
 
     return respond
-
-
-@pytest.fixture
-def machines() -> Iterator[list[Agentd]]:
-    made: list[Agentd] = []
-    yield made
-    for d in made:
-        if d.proc is not None and d.proc.poll() is None:
-            d.kill()
 
 
 def machine(made: list[Agentd], home: Path, dsn: str, system: str) -> Agentd:

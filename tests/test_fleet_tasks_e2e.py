@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,6 @@ from tests.tcpproxy import tcp_proxy
 psycopg = import_psycopg()
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux]
 LONG = '{"max_turns": 100}'  # a task that keeps working: watch mode continues it up to 100 turns
-
-
-@pytest.fixture
-def machines() -> Iterator[list[Agentd]]:
-    made: list[Agentd] = []
-    yield made
-    for d in made:
-        if d.proc is not None and d.proc.poll() is None:
-            d.kill()
 
 
 def machine(
