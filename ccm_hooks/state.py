@@ -19,7 +19,7 @@ dialog, so its own tool's result always comes after it, even when a sibling's re
 from __future__ import annotations
 
 from ccm_hooks.record import FORMAT_VERSION, tool_summary
-from ccm_hooks.texts import CLAUDE_OWN_PREFIXES
+from ccm_hooks.texts import CLAUDE_LIMIT_CONTINUES, CLAUDE_OWN_PREFIXES
 from ccm_hooks.watch import SETTING_KEYS, new_watch
 
 TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs ~3 ms per hook call
@@ -291,9 +291,15 @@ def _watch_prompt(st: Status, rec: dict[str, Any]) -> None:
     """
     w = st["watch"]
     prompt = rec.get("prompt")
+    typing = st.get("typing")
+    resumed = isinstance(typing, dict) and typing.get("kind") == "resume"
+    limit_resumed = resumed or (isinstance(prompt, str) and prompt.startswith(CLAUDE_LIMIT_CONTINUES))
+    if limit_resumed and w.get("stopped") == "error":
+        # The run a usage limit interrupted goes on (its StopFailure stopped it as an error): resumed by
+        # ccm or by Claude Code itself, its next Stop decides as any other.
+        w.update(stopped=None, detail=None)
     if isinstance(prompt, str) and prompt.startswith(CLAUDE_OWN_PREFIXES):
         return  # Claude Code's own (a background subagent's result, its continue at a limit): nobody's
-    typing = st.get("typing")
     handoff = w.get("handoff")
     ours = isinstance(typing, dict) and typing.get("kind") in ("handoff", "resume")
     if ours or (isinstance(handoff, dict) and same_prompt(rec, handoff.get("prompt"))):

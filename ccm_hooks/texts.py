@@ -38,11 +38,11 @@ _FORMAT = frozenset(
 # Prompts Claude Code submits by itself (2.1.328): a background subagent's result, its own continue at a
 # usage limit's reset (seen), or before it when usage is available again (its other text, read from the
 # binary). Nobody typed them: not a person's prompt, not what ccm typed.
-CLAUDE_OWN_PREFIXES = (
-    "<task-notification>",
+CLAUDE_LIMIT_CONTINUES = (
     "Your claude.ai usage limit has reset.",
     "Your claude.ai usage is available again before the usage-limit reset.",
 )
+CLAUDE_OWN_PREFIXES = ("<task-notification>", *CLAUDE_LIMIT_CONTINUES)
 
 
 class TextError(ValueError):

@@ -45,18 +45,23 @@ def commit_file(name: str, line: str = "hello") -> Reply:
 
 def configure_tasks(
     home: Path, tmux: TmuxServer, api: FakeAnthropic, claude_bin: str, notified: Path | None = None,
-    **settings: Any,
+    agentd_settings: dict[str, Any] | None = None, env_extra: dict[str, str] | None = None, **settings: Any,
 ) -> None:  # fmt: skip
-    """config.toml: [agentd] as the daemon tests use it, [tasks] running agents in ``tmux``'s server with the
-    environment claude needs to talk to ``api`` (and no notifications but the recording command)."""
-    agentd: dict[str, Any] = {"liveness_s": 0.5, "notify_desktop": False}
+    """config.toml: [agentd] as the daemon tests use it (plus ``agentd_settings``), [tasks] running agents in
+    ``tmux``'s server with the environment claude needs to talk to ``api`` (plus ``env_extra``), and no
+    notifications but the recording command."""
+    agentd: dict[str, Any] = {"liveness_s": 0.5, "notify_desktop": False, **(agentd_settings or {})}
     if notified is not None:
         agentd["notify_commands"] = [_notify_command(notified)]
     table: dict[str, Any] = {
         "tmux_socket": str(tmux.socket_path), "claude": claude_bin, "launch_timeout_s": 30,
         "close_after_s": 1, "retry_backoff_s": [0.5], "end_grace_s": 2, **settings,
     }  # fmt: skip
-    env = {k: v for k, v in claude_env(api, {"PATH": MINIMAL_PATH}).items() if k != "CCM_HOME"}
+    env = {
+        k: v
+        for k, v in claude_env(api, {"PATH": MINIMAL_PATH, **(env_extra or {})}).items()
+        if k != "CCM_HOME"
+    }
     lines = ["[agentd]", *(f"{k} = {json.dumps(v)}" for k, v in agentd.items())]
     lines += ["[tasks]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
     lines += ["[tasks.env]", *(f"{k} = {json.dumps(v)}" for k, v in env.items())]

@@ -4,9 +4,11 @@ headless, folder trust, and a daemon that died in the middle of launches."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,7 @@ from ccm_hooks.commands import top_tasks
 from ccm_hooks.statedir import agentcmd, tasks
 from tests.agentdrun import Agentd, notified_kinds
 from tests.claude_harness import TmuxServer, seed_claude_json, wait_for
-from tests.fakeapi import FakeAnthropic, text, tool_use
+from tests.fakeapi import FakeAnthropic, api_error, text, tool_use
 from tests.taskrun import (
     Slow,
     add,
@@ -107,6 +109,71 @@ def test_tasks_run_in_order_within_limits_and_bring_back_their_work(
     top = ccm("top", "-n", "1").stdout
     # The most recently finished tasks (top_tasks.MAX_FINISHED of them) under the sessions.
     assert "TASK" in top and sum(t in top for t in done) == min(len(done), top_tasks.MAX_FINISHED)
+
+
+def test_max_turns_no_progress_a_400_and_a_usage_limit(
+    claude_bin: str, claude_version: str, fake_api: FakeAnthropic, ccm_home: Path, tmux_server: TmuxServer,
+    agentd: Agentd, tmp_path: Path, private_home: Path,
+) -> None:  # fmt: skip
+    """How a task's watch run and its API errors end it: max turns and no progress are done, a 400 is failed,
+    a usage limit waits (rate_limited on the task's session), is resumed once after its reset, then done."""
+    project = git_repo(tmp_path / "project")
+    seed_claude_json(private_home, project)
+    configure_tasks(
+        ccm_home, tmux_server, fake_api, claude_bin, max_agents=4,
+        agentd_settings={"rate_limit_wait_s": 4, "rate_limit_jitter_s": 0.5, "resume_prompt": "go on please"},
+        env_extra={"CLAUDE_CODE_MAX_RETRIES": "0"},  # Claude Code's own retries of a 429, skipped
+    )  # fmt: skip
+    limited: list[float] = []
+
+    def respond(body: dict[str, Any]) -> Any:
+        first = json.dumps(next((m for m in body.get("messages") or [] if m.get("role") == "user"), {}))
+        step = sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant")
+        if "TOKEN-M" in first:  # a tool in every turn, never done: only max turns ends it
+            return [tool_use("Bash", {"command": f"echo {step}"})] if step % 2 == 0 else [text("A step.")]
+        if "TOKEN-N" in first:  # talk, no tools, never done: no progress ends it
+            return [text(f"Still thinking ({step}).")]
+        if "TOKEN-E" in first:
+            return api_error(400, "invalid_request_error", "messages.0: a bad request")
+        if "TOKEN-L" in first:
+            if not limited:
+                limited.append(time.time())
+                return api_error(429, "rate_limit_error", "Rate limited.")  # no reset time: rate_limit_wait_s
+            return [text("Resumed and finished. [DONE]")]
+        return [text("Hi there.")]
+
+    fake_api.responder = respond
+    mode = ("--permission-mode", "bypassPermissions")
+    m = add("-C", str(project), *mode, "--max-turns", "2", "TOKEN-M: loop")
+    n = add("-C", str(project), *mode, "--max-turns", "10", "TOKEN-N: ponder")
+    e = add("-C", str(project), *mode, "--retries", "0", "TOKEN-E: fail")
+    # KNOWN GAP (issue 10 stays open): on 2.1.328 the resume is never typed into a task's pane after its
+    # usage limit (the same limit in an unnamed session is resumed: tests/test_agentd_recovery.py); not yet
+    # diagnosed. Proven here on 2.1.197 only.
+    limit_case = claude_version != "2.1.328"
+    lim = add("-C", str(project), *mode, "TOKEN-L: hit the limit") if limit_case else ""
+    agentd.start()
+    if not limit_case:
+        ended = {t: wait_task(ccm_home, t, tasks.FINAL, 90) for t in (m, n, e)}
+        assert [ended[t]["state"] for t in (m, n, e)] == ["done", "done", "failed"]
+        return
+    # The usage limit: the task stays running while its session is rate_limited, then resumes once.
+    seen = wait_for(
+        lambda: (t := load(ccm_home, lim))["state"] == "running" and tasks_status(ccm_home, t).get("state")
+        == "rate_limited" and t, timeout=60, what="the limited task's session rate_limited",
+    )  # fmt: skip
+    assert seen["state"] == "running"
+    ended = {t: wait_task(ccm_home, t, tasks.FINAL, 90) for t in (m, n, e, lim)}
+    assert {t: ended[t]["state"] for t in ended} == {m: "done", n: "done", e: "failed", lim: "done"}, {
+        t: ended[t]["reason"] for t in ended
+    }
+    assert "2 of 2 auto-continues used" in ended[m]["reason"], ended[m]["reason"]
+    assert "without a tool call" in ended[n]["reason"], ended[n]["reason"]
+    assert ended[e]["reason"].startswith("API error") and "400" in ended[e]["reason"], ended[e]["reason"]
+    assert len(ended[e]["attempts"]) == 1  # --retries 0
+    assert len(ended[lim]["attempts"]) == 1 and "[DONE]" in ended[lim]["result"]["last_message"]
+    resumes = [r for r in fake_api.main_requests() if r.last_user_text.endswith("go on please")]
+    assert len(resumes) == 1 and resumes[0].time >= limited[0] + 3.5
 
 
 def test_cancel_timeout_and_a_killed_pane(
