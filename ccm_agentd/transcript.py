@@ -9,11 +9,12 @@ typed twice. The transcript format is Claude Code's internal one: only ``type``,
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import stat
 from typing import Any
+
+from ccm_hooks.statedir.timefmt import parse_ts
 
 TAIL_BYTES = 1 << 19
 
@@ -27,15 +28,6 @@ def _text_of(content: Any) -> str | None:
         texts = [t for t in texts if isinstance(t, str) and not t.lstrip().startswith("<system-reminder>")]
         return texts[-1] if texts else None
     return None
-
-
-def _when(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def submitted_after(path: object, text: str, since: float) -> bool:
@@ -67,7 +59,7 @@ def submitted_after(path: object, text: str, since: float) -> bool:
             continue  # the first line of the tail may be cut; the last may be half written
         if not isinstance(rec, dict) or rec.get("type") != "user":
             continue
-        when = _when(rec.get("timestamp"))
+        when = parse_ts(rec.get("timestamp"))
         said = _text_of((rec.get("message") or {}).get("content"))
         if when is not None and when >= since - 1.0 and isinstance(said, str) and said.strip() == wanted:
             return True
