@@ -246,7 +246,7 @@ def test_a_dialog_dismissed_or_answered_no_leaves_waiting_and_then_delivers(
 
     _answer_dialog(pane, "Escape")
     dismissed = time.time()
-    st = wait_state(ccm_home, sid, "idle", timeout=20)  # leaves waiting
+    st = _idle_record(ccm_home, sid, 1)  # leaves waiting
     assert time.time() - dismissed < 15.0
     assert str(st["reason"]).startswith(DIALOG_GONE), st
     # The queued prompt arrives once; its turn asks again, and this time the answer is No.
@@ -256,7 +256,7 @@ def test_a_dialog_dismissed_or_answered_no_leaves_waiting_and_then_delivers(
     second = _send(sid, "after the refused dialog")
     _answer_dialog(pane, _no_choice(screen))
     answered = time.time()
-    st = wait_state(ccm_home, sid, "idle", timeout=20)
+    st = _idle_record(ccm_home, sid, 2)
     assert time.time() - answered < 15.0
     assert str(st["reason"]).startswith(DIALOG_GONE), st
     assert _delivered(_settled(ccm_home, sid, second)), agentd.log()
@@ -275,6 +275,18 @@ def test_a_dialog_dismissed_or_answered_no_leaves_waiting_and_then_delivers(
 
 
 DIALOG_GONE = "the dialog was answered No or dismissed"
+
+
+def _idle_record(home: Path, sid: str, nth: int) -> dict[str, Any]:
+    """The ``set_state`` of the daemon's ``nth`` record that the session is idle. Read from the log, not the
+    status: the queued prompt is typed within milliseconds of it, so the status may be busy again before a
+    poll of it sees idle."""
+
+    def found() -> dict[str, Any] | None:
+        idle = [c for r in read_log(home, sid) if (c := r.get("set_state") or {}).get("state") == "idle"]
+        return idle[nth - 1] if len(idle) >= nth else None
+
+    return wait_for(found, timeout=20, what=f"the daemon's idle record #{nth}")
 
 
 class _Held:
