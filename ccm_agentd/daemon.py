@@ -30,7 +30,7 @@ from ccm_hooks import fileio, paths, store
 from ccm_hooks.errors import CcmError
 from ccm_hooks.statedir import agentd_settings, config, sendqueue
 from ccm_hooks.statedir.fswatch import Changes, DirWatcher
-from ccm_hooks.statedir.timefmt import parse_ts
+from ccm_hooks.statedir.timefmt import iso_utc, parse_ts
 
 log = logging.getLogger("ccm_agentd")
 
@@ -314,6 +314,10 @@ class Daemon:
             version = entry.version if entry is not None else None
             resume = liveness.resume_due(st, jitter, version, self.liveness_cfg.self_continue_grace_s)
             if resume is not None and now < resume:
+                reset = parse_ts(st.get("resume_at")) or resume
+                later = " unless Claude Code has continued by itself" if resume - reset > jitter + 1 else ""
+                why = f"the limit resets at {iso_utc(reset)}: typed at {iso_utc(resume)}{later}"
+                self.deliverer.wait(item, why)
                 return resume
             items.append(item)
         return self.deliverer.step(st, items, now, expire_s=self.settings.queue_expiry_s)
@@ -367,6 +371,7 @@ class Daemon:
             "deliveries": dict(self.counts),
             "loop_lag_ms": round(self.lag_ms, 1),
             "queue": self.deliverer.queue_report(self.queue.by_session),
+            "waits": self.deliverer.waits_report(self.queue.by_session),
             "screens": self.deliverer.screen_report(),
             "jobs": {job.name: job.health() for job in self.jobs},
         }

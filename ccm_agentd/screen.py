@@ -17,6 +17,10 @@ structural and strict, and anything it does not recognise is ``unknown``: type n
 - The box is empty when the cursor sits right after ``❯ `` and the box holds nothing, or only a hint Claude
   draws dim (``Resend your message to try again`` after an API error on 2.1.328): with ``capture-pane -e`` the
   hint is dim; from plain text, the known hints are recognised by their words.
+- Without colours (``NO_COLOR``, ``CI`` set, ...: Claude Code then draws no attribute but its reverse-video
+  cursor cell) a hint is not dim, and the screen is the same byte for byte as a draft of the hint's words
+  with the cursor moved to its start. Such a box is ``typed`` with ``maybe_hint``: the typist tells them
+  apart by pressing End, which moves the cursor over a draft and leaves it before a hint (typist.py).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ HINTS = ("Resend your message to try again", "Once fixed, resend your message", 
 _SGR = re.compile(r"\x1b\[([0-9;:]*)m")
 _NAMED_RULE = re.compile(r"^─{3,} \S.{0,200} ─+$")
 _ANY_ESCAPE = re.compile(r"\x1b\[[0-9;:?]*[A-Za-z]")
+_MONOCHROME = frozenset(("", "0", "7", "27", "39", "49"))  # reset, reverse on/off, default colours
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Reading:
     box: str | None  # the user's text in the box ("" when empty), None without a box
     footer: str
     why: str  # for people: what was seen
+    maybe_hint: bool = False  # a colourless screen: the box holds a known hint, or a draft of its words
 
     @property
     def idle(self) -> bool:
@@ -88,6 +94,16 @@ def _styled(line: str) -> list[tuple[str, bool, bool]]:
             elif code == "27":
                 reverse = False
     return out
+
+
+def _colourless(lines: list[str]) -> bool:
+    """Claude Code drew this screen without colours or dim (only its reverse-video cursor cell)."""
+    for line in lines:
+        for match in _SGR.finditer(line):
+            codes = (match.group(1) or "0").replace(":", ";").split(";")
+            if any(code not in _MONOCHROME for code in codes):
+                return False
+    return True
 
 
 def _is_rule(line: str, width: int | None) -> bool:
@@ -161,16 +177,23 @@ def read(view: View) -> Reading:
     hint = _hint(raw_first) if "\x1b[" in raw_first else (text if text in HINTS else None)
     at_start = view.cursor_x is None or (view.cursor_x == 2 and view.cursor_y == top + 1)
     empty = len(body) == 1 and at_start and (text == "" or text == hint)
+    unsure = (
+        not empty and len(body) == 1 and at_start and view.cursor_x is not None and text in HINTS
+        and "\x1b[" in raw_first and _colourless(view.lines)
+    )  # fmt: skip
     box = "" if empty else text
     if WORKING in footer:
         return Reading("working", box, footer, "a turn is running (esc to interrupt)")
     if any(marker in footer for marker in SELF_ACTING):
         return Reading("self_acting", box, footer, f"Claude Code will act by itself: {footer[:120]!r}")
-    if not empty:
+    if not empty and not unsure:
         why = "the input box holds text (a draft?)" if text else "the input box holds blank text"
         return Reading("typed", box, footer, why)
     if not any(marker in footer for marker in IDLE_FOOTERS):
         return Reading("unknown", box, footer, f"a footer ccm does not know: {footer[:120]!r}")
+    if unsure:
+        why = f"the input box shows {text!r} without colours: Claude Code's hint, or a draft of its words?"
+        return Reading("typed", box, footer, why, maybe_hint=True)
     return Reading("idle", "", footer, "idle: an empty input box")
 
 

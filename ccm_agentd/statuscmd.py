@@ -38,6 +38,9 @@ def summary(health: dict[str, Any], now: float) -> list[str]:
             )
     else:
         lines.append("queue: empty")
+    for item, info in sorted((health.get("waits") or {}).items())[:10]:
+        why = info.get("waiting") or "-"
+        lines.append(f"not typed yet: {item} into {str(info.get('session'))[:8]}: {why}")
     deliveries = {k: v for k, v in (health.get("deliveries") or {}).items() if not k.startswith("state_")}
     changes = {k[6:]: v for k, v in (health.get("deliveries") or {}).items() if k.startswith("state_")}
     lines.append(f"deliveries since start: {_counts(deliveries, ('delivered', 'typed', 'retry', 'failed'))}")

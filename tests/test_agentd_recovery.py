@@ -7,6 +7,7 @@ real claude 2.1.197 on the scripted model server.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from ccm_hooks import store
 from ccm_hooks.statedir.timefmt import parse_ts
 from tests.agentdrun import (
+    BIN,
     Agentd,
     ccm,
     configure,
@@ -26,7 +28,16 @@ from tests.agentdrun import (
     start_in_tmux,
     wait_state,
 )
-from tests.claude_harness import TmuxServer, capture, input_line, submit, wait_for, wait_for_screen, wait_idle
+from tests.claude_harness import (
+    TmuxServer,
+    capture,
+    input_line,
+    send_keys,
+    submit,
+    wait_for,
+    wait_for_screen,
+    wait_idle,
+)
 from tests.fakeapi import FakeAnthropic, RecordedRequest, Script, api_error, text
 from tests.hookrun import install_hooks, read_log, read_status
 
@@ -86,6 +97,68 @@ def test_a_usage_limit_is_resumed_exactly_once_after_the_reset(
     time.sleep(2.0)  # many daemon passes later: no second resume, no repeated notification
     assert len(resumes()) == 1 and len(fake_api.main_requests()) == 2
     assert notified_kinds(notified) == ["rate_limited", "finished"]
+
+
+def _agentd_status() -> str:
+    out = subprocess.run([str(BIN / "ccm-agentd"), "status"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+HINT_WORDS = "Resend your message to try again"
+
+
+def test_without_colours_a_resume_goes_into_the_hint_never_into_a_draft_of_its_words(
+    claude_bin: str, claude_version: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
+    tmux_server: TmuxServer, agentd: Agentd,
+) -> None:  # fmt: skip
+    """NO_COLOR (or CI) in claude's environment: 2.1.328's hint after an API error is not dim, and its box is
+    byte for byte a draft of the hint's words with the cursor at its start. The typist presses End: it moves
+    the cursor over a draft (nothing is typed, the draft stays as it was) and leaves the hint alone."""
+    install_hooks(project_dir)
+    configure(ccm_home, rate_limit_jitter_s=0.0, rate_limit_wait_s=3.0, resume_prompt="go on please",
+              heartbeat_s=1.0)  # fmt: skip
+    no_colour = {**NO_RETRIES, "NO_COLOR": "1"}
+    pane = start_in_tmux(tmux_server, claude_bin, project_dir, fake_api, extra=no_colour)
+    agentd.start()
+    limit = api_error(429, "rate_limit_error", "Rate limited.")
+    fake_api.responder = Script([limit, limit, [text("Resumed.")]])
+
+    def resumes() -> list[RecordedRequest]:
+        return [r for r in fake_api.main_requests() if r.last_user_text.endswith("go on please")]
+
+    # A person's draft of the hint's words, the cursor moved to its start, when the resume falls due.
+    submit(pane, "start the job")
+    sid = session_of(ccm_home)
+    first = wait_state(ccm_home, sid, "rate_limited")
+    send_keys(pane, "C-u")  # 2.1.328's hint, if shown, is not text: C-u leaves an empty box either way
+    pane.server.run("send-keys", "-t", pane.pane_id, "-l", HINT_WORDS)
+    send_keys(pane, "C-a")
+    due = parse_ts(first["resume_at"])
+    assert due is not None
+    wait_for(lambda: "End moved the cursor" in agentd.log(), timeout=30, what="the End probe's verdict")
+    assert time.time() >= due
+    time.sleep(2.0)
+    assert not resumes() and deliveries(ccm_home, sid) == []
+    assert "the input box holds text" in _agentd_status()  # why the due resume is not typed
+    # The draft as it was, the cursor at its end (plain text alone would read the words as the hint).
+    box = [line for line in capture(pane).splitlines() if line.startswith("❯")][-1]
+    assert box[1:].strip("\u00a0 ") == HINT_WORDS
+    cursor = pane.server.run("display-message", "-p", "-t", pane.pane_id, "#{cursor_x}").stdout.strip()
+    assert cursor == str(2 + len(HINT_WORDS))
+    # The person clears the box: the due resume is typed into it once. Its turn hits the limit again, and
+    # now the box holds only Claude Code's hint (2.1.328; 2.1.197 leaves it empty): typed into once more.
+    send_keys(pane, "C-u")
+    wait_for(lambda: len(resumes()) == 2, timeout=30, what="two resumes at the model", diagnostics=agentd.log)
+    wait_state(ccm_home, sid, "idle")
+    assert [(d["kind"], d["outcome"]) for d in deliveries(ccm_home, sid)] == [
+        ("resume", "typing"),
+        ("resume", "delivered"),
+    ] * 2
+    if claude_version == "2.1.328":
+        assert "shows Claude Code's hint without colours" in agentd.log()
+    time.sleep(1.0)
+    assert len(resumes()) == 2 and read_status(ccm_home, sid)["state"] == "idle"
 
 
 # --- a daemon killed at each step of a delivery ----------------------------------------------------------

@@ -116,6 +116,11 @@ class Deliverer:
                 }
         return out
 
+    def waits_report(self, by_session: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, str]]:
+        """Resumes and watch handoffs not typed yet, and why (queued items are in queue_report)."""
+        queued = {str(item.get("id")) for items in by_session.values() for item in items}
+        return {i: {"session": sid, "waiting": why} for i, (sid, why) in self.why.items() if i not in queued}
+
     def screen_report(self) -> dict[str, str]:
         """Panes whose screen the daemon did not recognise: it typed nothing there."""
         return dict(self.unknown_screens)
@@ -127,6 +132,9 @@ class Deliverer:
     ) -> float | None:
         """Advance this session's deliveries. Returns when to look again (epoch seconds), or None."""
         sid = str(status.get("session_id"))
+        pending = {item.id for item in items}
+        for gone in [i for i, (s, _) in self.why.items() if s == sid and i not in pending]:
+            del self.why[gone]  # no longer pending (the session left rate_limited, a handoff was consumed)
         if not items and sid not in self.histories:
             return None  # nothing pending, nothing typed that is not settled: no need to read its log
         history = self.history(sid, min((i.created for i in items if i.created), default=""))
@@ -170,7 +178,8 @@ class Deliverer:
 
     # --- typing -----------------------------------------------------------------------------------------
 
-    def _wait(self, item: Item, why: str) -> None:
+    def wait(self, item: Item, why: str) -> None:
+        """``item`` is not typed yet, for this reason (ccm-agentd status shows it)."""
         self.why[item.id] = (item.session_id, why)
         log.debug("not typing %s into %s: %s", item.id, item.session_id[:8], why)
 
@@ -179,7 +188,7 @@ class Deliverer:
     ) -> float | None:
         wanted = "rate_limited" if item.kind == "resume" else "idle"
         if status.get("state") != wanted:
-            self._wait(item, f"the session is {status.get('state')}, not {wanted}")
+            self.wait(item, f"the session is {status.get('state')}, not {wanted}")
             return None  # the next status change wakes us
         look = readiness.look(self.tmux, status, self.registry_dir)
         pane = str(status.get("tmux_pane"))
@@ -190,7 +199,7 @@ class Deliverer:
         else:
             self.unknown_screens.pop(pane, None)
         if not look.ok:
-            self._wait(item, look.why)
+            self.wait(item, look.why)
             if look.rate_limit_menu and item.kind == "resume":
                 # 2.1.197 opened its own usage-limit menu; Esc there is its choice 1, "Stop and wait". Once
                 # per MENU_ESC_AGAIN_S: the menu stays on screen a moment after Esc, and a step that comes
@@ -215,7 +224,10 @@ class Deliverer:
             return None  # a hook event arrived meanwhile: decide again on the new status
         socket = str(status["tmux_socket"])
         buffer = "ccm-" + _BUFFER_CHARS.sub("_", item.id)[:60]
-        outcome, detail = typist.type_once(self.tmux, socket, pane, text, buffer, command=item.command)
+        hint = look.reading is not None and look.reading.maybe_hint
+        outcome, detail = typist.type_once(
+            self.tmux, socket, pane, text, buffer, command=item.command, hint_probed=hint
+        )
         if outcome == "entered":
             self.counts["typed"] = self.counts.get("typed", 0) + 1
             self.why[item.id] = (item.session_id, "typed: waiting for the event it causes")

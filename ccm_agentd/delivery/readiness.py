@@ -3,7 +3,9 @@
 1. tmux: the session's pane exists, is alive, and runs claude;
 2. Claude Code's live registry (``~/.claude/sessions/<pid>.json``, the structured signal both supported
    versions keep): ``idle``, for this session;
-3. the screen: an empty input box and a footer ccm knows (ccm_agentd/screen.py).
+3. the screen: an empty input box and a footer ccm knows (ccm_agentd/screen.py). On a screen drawn without
+   colours a known hint's words with the cursor at their start may be the hint or a draft: End tells them
+   apart (it moves the cursor over a draft only), and nothing else is pressed.
 
 Anything missing or unknown is a no, with a reason a person can read; an unrecognised screen or registry
 status is also reported as such (``ccm-agentd status``), because it is what a new Claude Code version looks
@@ -12,9 +14,14 @@ like to ccm.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 from ccm_agentd import panes, registry, screen
+
+log = logging.getLogger("ccm_agentd.delivery")
+HINT_PROBE_S = 1.0  # how long End may take to move the cursor over a draft (Claude redraws within a frame)
 
 RATE_LIMIT_MENU = ("What do you want to do?", "Stop and wait for limit to reset")
 
@@ -55,7 +62,35 @@ def look(tmux: panes.Tmux, status: dict[str, object], registry_dir: str | None =
     if entry is not None and entry.status != "idle":
         waiting = f" ({entry.waiting_for})" if entry.waiting_for else ""
         return Look(False, f"Claude Code says it is {entry.status}{waiting}", reading, rate_limit_menu=menu)
+    if reading.maybe_hint:
+        why = _draft_of_hint_words(tmux, socket, pane)
+        if why:
+            log.info("typing nothing into %s: %s", pane, why)
+            return Look(False, why, reading)
+        log.info("the box in %s shows Claude Code's hint without colours (End left the cursor)", pane)
+        return Look(True, "", reading)
     if reading.verdict != "idle":
         unknown = reading.verdict == "unknown" and not menu
         return Look(False, reading.why, reading, unknown=unknown, rate_limit_menu=menu)
     return Look(True, "", reading)
+
+
+def _draft_of_hint_words(tmux: panes.Tmux, socket: str, pane: str) -> str:
+    """On a colourless screen, whether the box's hint words are a draft (why, for the log) or the hint ("").
+
+    End moves the cursor to the end of a draft and leaves it where it is before a hint (the box is empty);
+    either way nothing is typed or deleted. Measured on both versions (tests/fixtures/screens/*-nocolor).
+    A draft that End does not move within HINT_PROBE_S is read as the hint: the paste then goes in front
+    of it, the box shows more than the text, and Enter is not pressed (``mismatch``, typist.py).
+    """
+    if not tmux.press(socket, pane, "End"):
+        return "tmux refused a key"
+    deadline = time.monotonic() + HINT_PROBE_S
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        view = tmux.view(socket, pane)
+        reading = screen.read(view) if view is not None else None
+        if reading is None or not reading.maybe_hint:
+            what = reading.why if reading is not None else "the pane could not be read"
+            return f"{what} (End moved the cursor: not a hint)"
+    return ""

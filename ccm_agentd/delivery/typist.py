@@ -23,14 +23,16 @@ _LIST = re.compile(r"^(/\S+)\s{2,}\S")
 
 
 def type_once(
-    tmux: panes.Tmux, socket: str, pane: str, text: str, buffer: str, command: bool = False
-) -> tuple[str, str]:
+    tmux: panes.Tmux, socket: str, pane: str, text: str, buffer: str, command: bool = False,
+    hint_probed: bool = False,
+) -> tuple[str, str]:  # fmt: skip
     """Type ``text`` and press Enter. Returns (outcome, detail): ``entered`` (Enter pressed on exactly
     ``text``), ``not_idle`` (nothing typed), ``lost`` (the text never appeared: nothing to submit) or
-    ``mismatch`` (the box showed something else: Enter not pressed)."""
+    ``mismatch`` (the box showed something else: Enter not pressed). ``hint_probed``: readiness.look found
+    the box's colourless hint words to be Claude Code's hint (End left the cursor before them)."""
     view = tmux.view(socket, pane)
     reading = screen.read(view) if view is not None else None
-    if reading is None or not reading.idle:
+    if reading is None or not (reading.idle or (hint_probed and reading.maybe_hint)):
         return "not_idle", reading.why if reading else "the pane could not be read"
     if not tmux.paste(socket, pane, text, buffer):
         return "lost", "tmux refused the paste"
