@@ -29,6 +29,7 @@ from ccm_agentd.sessions import QueueView, SessionCache, Timers, sid_of
 from ccm_hooks import fileio, paths, store
 from ccm_hooks.errors import CcmError
 from ccm_hooks.statedir import agentd_settings, config, sendqueue
+from ccm_hooks.statedir.agentd_lock import lock_path
 from ccm_hooks.statedir.fswatch import Changes, DirWatcher
 from ccm_hooks.statedir.timefmt import iso_utc, parse_ts
 
@@ -37,10 +38,6 @@ log = logging.getLogger("ccm_agentd")
 RESCAN_S = 30.0  # watchers can drop events: stat everything this often anyway
 NOTIFY_GRACE_S = 60.0  # at start, transitions older than this are history, not news
 NOTIFIED_KINDS = {"error": "error", "stalled": "stalled", "rate_limited": "rate_limited"}
-
-
-def lock_path(root: str) -> str:
-    return os.path.join(health.agentd_dir(root), "agentd.lock")
 
 
 class Daemon:
@@ -441,19 +438,3 @@ def run_cmd() -> int:
     finally:
         os.close(fd)
     return 0
-
-
-def lock_held(root: str) -> bool:
-    try:
-        fd = os.open(lock_path(root), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return False

@@ -6,9 +6,9 @@ import json
 import time
 from typing import Any
 
-from ccm_agentd.daemon import lock_held
 from ccm_hooks import fileio, paths
 from ccm_hooks.errors import CcmError
+from ccm_hooks.statedir.agentd_lock import lock_held
 from ccm_hooks.statedir.timefmt import format_age, parse_ts
 
 ORDER = ("waiting", "error", "rate_limited", "stalled", "working", "processing", "starting", "idle", "ended")

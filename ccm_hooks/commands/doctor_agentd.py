@@ -7,7 +7,6 @@ to notify.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import stat
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ccm_hooks import paths, watch
 from ccm_hooks.errors import CcmError
 from ccm_hooks.statedir import config
+from ccm_hooks.statedir.agentd_lock import lock_held
 from ccm_hooks.statedir.timefmt import format_age, parse_ts
 
 if TYPE_CHECKING:
@@ -25,26 +25,6 @@ if TYPE_CHECKING:
 
 STALE_S = 90.0  # as the handlers judge it: six missed heartbeats
 START = "ccm-agentd install-service (or ccm-agentd run in a terminal)"
-
-
-def lock_held(root: str) -> bool:
-    """Does a process hold ccm-agentd's lock for ``root``? (A shared lock would be refused.)"""
-    path = os.path.join(os.path.dirname(paths.agentd_health_path(root)), "agentd.lock")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return False
 
 
 def _health(root: str) -> dict[str, Any] | None:
