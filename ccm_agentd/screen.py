@@ -19,8 +19,8 @@ structural and strict, and anything it does not recognise is ``unknown``: type n
   hint is dim; from plain text, the known hints are recognised by their words.
 - Without colours (``NO_COLOR``, ``CI`` set, ...: Claude Code then draws no attribute but its reverse-video
   cursor cell) a hint is not dim, and the screen is the same byte for byte as a draft of the hint's words
-  with the cursor moved to its start. Such a box is ``typed`` with ``maybe_hint``: the typist tells them
-  apart by pressing End, which moves the cursor over a draft and leaves it before a hint (typist.py).
+  with the cursor moved to its start. Such a box is ``typed`` with ``maybe_hint``: delivery/readiness.py
+  tells them apart by pressing End, which moves the cursor over a draft and leaves it before a hint.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def test_without_colours_a_resume_goes_into_the_hint_never_into_a_draft_of_its_w
     tmux_server: TmuxServer, agentd: Agentd,
 ) -> None:  # fmt: skip
     """NO_COLOR (or CI) in claude's environment: 2.1.328's hint after an API error is not dim, and its box is
-    byte for byte a draft of the hint's words with the cursor at its start. The typist presses End: it moves
+    byte for byte a draft of the hint's words with the cursor at its start. The daemon presses End: it moves
     the cursor over a draft (nothing is typed, the draft stays as it was) and leaves the hint alone."""
     install_hooks(project_dir)
     configure(ccm_home, rate_limit_jitter_s=0.0, rate_limit_wait_s=3.0, resume_prompt="go on please",

@@ -255,7 +255,7 @@ def _box_line(path: Path) -> str:
 
 @pytest.mark.parametrize("version", ["2.1.328", "2.1.197"])
 def test_without_colours_only_end_tells_a_hint_from_a_draft_of_its_words(version: str) -> None:
-    """What the typist's End probe relies on (typist.py): the two screens cannot be told apart, and End
+    """What the End probe of delivery/readiness.py relies on: the two screens cannot be told apart, and End
     moves the cursor over a draft and leaves it before a hint."""
     draft = SCREENS / f"{version}-nocolor" / "typed_hint_words_cursor_home.txt"
     moved = meta(draft.with_name("typed_hint_words_cursor_home_then_end.txt"))

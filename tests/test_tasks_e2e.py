@@ -123,7 +123,7 @@ def test_max_turns_no_progress_a_400_and_a_usage_limit(
         ccm_home, tmux_server, fake_api, claude_bin, max_agents=4,
         agentd_settings={"rate_limit_wait_s": 4, "rate_limit_jitter_s": 0.5, "resume_prompt": "go on please"},
         # No retries of a 429 by Claude Code itself; no colours: 2.1.328's "Resend your message" hint is then
-        # not dim, and only the typist's End probe tells it from a draft (screen.py, typist.py).
+        # not dim, and only the End probe tells it from a draft (screen.py, delivery/readiness.py).
         env_extra={"CLAUDE_CODE_MAX_RETRIES": "0", "NO_COLOR": "1"},
     )  # fmt: skip
     limited: list[float] = []
