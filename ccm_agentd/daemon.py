@@ -312,7 +312,8 @@ class Daemon:
             resume = liveness.resume_due(st, jitter, version, self.liveness_cfg.self_continue_grace_s)
             if resume is not None and now < resume:
                 reset = parse_ts(st.get("resume_at")) or resume
-                later = " unless Claude Code has continued by itself" if resume - reset > jitter + 1 else ""
+                itself = liveness.awaits_self_continue(st, version)
+                later = " unless Claude Code has continued by itself" if itself else ""
                 why = f"the limit resets at {iso_utc(reset)}: typed at {iso_utc(resume)}{later}"
                 self.deliverer.wait(item, why)
                 return resume

@@ -223,6 +223,12 @@ def continues_by_itself(version: object) -> bool:
     return parsed is None or parsed >= SELF_CONTINUE_SINCE
 
 
+def awaits_self_continue(status: dict[str, Any], version: object) -> bool:
+    """Claude Code may continue this rate-limited session by itself: only a subscription's usage limit
+    (its own notice), never an API key's 429, and only on a version that does so."""
+    return usage_notice(status) and continues_by_itself(version)
+
+
 def resume_due(
     status: dict[str, Any], jitter: float, version: object = None, grace: float = 120.0
 ) -> float | None:
@@ -233,8 +239,7 @@ def resume_due(
     when = parse_ts(status.get("resume_at"))
     if when is None:
         return None
-    # Only a subscription's usage limit is continued by Claude Code itself, never an API key's 429.
-    if not (usage_notice(status) and continues_by_itself(version)):
+    if not awaits_self_continue(status, version):
         grace = 0.0
     return when + grace + jitter
 

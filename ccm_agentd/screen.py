@@ -74,6 +74,11 @@ def plain(line: str) -> str:
     return _ANY_ESCAPE.sub("", line)
 
 
+def _codes(match: re.Match[str]) -> list[str]:
+    """The parameters of one SGR sequence (``ESC[m`` is a reset; ``:`` separates sub-parameters)."""
+    return (match.group(1) or "0").replace(":", ";").split(";")
+
+
 def _styled(line: str) -> list[tuple[str, bool, bool]]:
     """(char, dim, reverse) of each character of a ``capture-pane -e`` line."""
     out: list[tuple[str, bool, bool]] = []
@@ -82,7 +87,7 @@ def _styled(line: str) -> list[tuple[str, bool, bool]]:
     for match in _SGR.finditer(line + "\x1b[m"):
         out.extend((ch, dim, reverse) for ch in plain(line[pos : match.start()]))
         pos = match.end()
-        for code in (match.group(1) or "0").replace(":", ";").split(";"):
+        for code in _codes(match):
             if code in ("", "0"):
                 dim = reverse = False
             elif code == "2":
@@ -100,8 +105,7 @@ def _colourless(lines: list[str]) -> bool:
     """Claude Code drew this screen without colours or dim (only its reverse-video cursor cell)."""
     for line in lines:
         for match in _SGR.finditer(line):
-            codes = (match.group(1) or "0").replace(":", ";").split(";")
-            if any(code not in _MONOCHROME for code in codes):
+            if any(code not in _MONOCHROME for code in _codes(match)):
                 return False
     return True
 
