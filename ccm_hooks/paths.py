@@ -124,18 +124,21 @@ def _sh(path: str) -> str:
     return "'" + path.replace("'", "'\\''") + "'"
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
+_KINDS = {
+    stat.S_IFREG: "a regular file",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, for messages: "a FIFO (named pipe)", "a directory", ...
+    The one wording every "X is <kind>, not a ..." message in ccm uses."""
+    return _KINDS.get(stat.S_IFMT(mode), "a file of an unknown kind")
 
 
 def owner_problem(st: os.stat_result, path: str) -> str | None:
@@ -161,14 +164,14 @@ def owner_problem(st: os.stat_result, path: str) -> str | None:
 def file_problem(st: os.stat_result, path: str, private: bool = True) -> str | None:
     """Why ``st`` (an lstat or fstat of ``path``) is not a file ccm may use, or None."""
     if not stat.S_ISREG(st.st_mode):
-        return f"{path} is {_kind(st.st_mode)}, not a regular file: ccm opens nothing else; remove it"
+        return f"{path} is {file_kind(st.st_mode)}, not a regular file: ccm opens nothing else; remove it"
     return owner_problem(st, path) if private else None
 
 
 def dir_problem(st: os.stat_result, path: str) -> str | None:
     """Why ``st`` (a stat of ``path``, symlinks followed) is not a directory ccm may use, or None."""
     if not stat.S_ISDIR(st.st_mode):
-        return f"{path} is {_kind(st.st_mode)}, not a directory: remove it or set CCM_HOME elsewhere"
+        return f"{path} is {file_kind(st.st_mode)}, not a directory: remove it or set CCM_HOME elsewhere"
     return owner_problem(st, path)
 
 

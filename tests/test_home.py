@@ -54,7 +54,7 @@ def test_ccm_home_is_a_file(tmp_path: Path, argv: list[str]) -> None:
 def test_ccm_home_is_a_fifo(tmp_path: Path, argv: list[str]) -> None:
     home = tmp_path / "home-fifo"
     os.mkfifo(home)
-    one_line_exit_1(run(argv, home), "is a FIFO, not a directory")
+    one_line_exit_1(run(argv, home), "is a FIFO (named pipe), not a directory")
 
 
 def test_ccm_home_inside_a_file(tmp_path: Path) -> None:

@@ -176,7 +176,8 @@ def test_ownership_problems_say_what_is_wrong_and_how_to_fix_it(ccm_home: Path, 
     assert any(
         f"{ccm_home / 'status'} is writable by group and others" in p and "chmod go-w" in p for p in problems
     )
-    assert any("config.toml is a FIFO, not a regular file" in p and "remove it" in p for p in problems)
+    fifo = "config.toml is a FIFO (named pipe), not a regular file"
+    assert any(fifo in p and "remove it" in p for p in problems)
     assert any(f"{SID}.lock is a symbolic link" in p for p in problems)
     assert len(problems) == 3
     if os.geteuid() == 0:

@@ -83,7 +83,7 @@ def check_watch_config(report: Report, root: str) -> None:
     except OSError:
         return
     if not stat.S_ISREG(st.st_mode):  # reading a FIFO would hang doctor (and every handler)
-        report.fix(f"{path} is {editfile.kind_of(st.st_mode)}, not a regular file: move it aside")
+        report.fix(f"{path} is {paths.file_kind(st.st_mode)}, not a regular file: move it aside")
         return
     try:
         snapshot = watch.compile_config(root)
@@ -337,7 +337,7 @@ def check_log(report: Report, root: str) -> None:
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                report.warn(f"{log} is {editfile.kind_of(st.st_mode)}, not a regular file: move it aside")
+                report.warn(f"{log} is {paths.file_kind(st.st_mode)}, not a regular file: move it aside")
                 return
             tail = os.pread(fd, LOG_TAIL_BYTES, max(0, st.st_size - LOG_TAIL_BYTES)).decode(
                 "utf-8", "replace"

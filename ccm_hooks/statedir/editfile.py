@@ -34,16 +34,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ccm_hooks.paths import file_kind
+
 LINGER_S = 0.002  # how long a file taken off the path is watched for a late in-place write
 MAX_BYTES = 16 << 20  # a settings file or config.toml is a few KiB; refuse to slurp anything huge
-_KINDS = {
-    stat.S_IFIFO: "a FIFO (named pipe)",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFDIR: "a directory",
-    stat.S_IFLNK: "a symbolic link",
-}
 
 
 class NotRegular(Exception):
@@ -93,10 +87,6 @@ class Snapshot:
         return self.same_file(other) and (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
 
 
-def kind_of(mode: int) -> str:
-    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
-
-
 def read(path: str, max_bytes: int = MAX_BYTES) -> Snapshot:
     """Read ``path`` (no symlink followed). Raises NotRegular, TooLarge or OSError."""
     try:
@@ -104,13 +94,13 @@ def read(path: str, max_bytes: int = MAX_BYTES) -> Snapshot:
     except FileNotFoundError:
         return Snapshot(path, None)
     if not stat.S_ISREG(st.st_mode):
-        raise NotRegular(path, kind_of(st.st_mode))
+        raise NotRegular(path, file_kind(st.st_mode))
     # O_NONBLOCK: if a FIFO was swapped in after the lstat, open returns at once instead of waiting.
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise NotRegular(path, kind_of(st.st_mode))
+            raise NotRegular(path, file_kind(st.st_mode))
         if st.st_size > max_bytes:
             raise TooLarge(f"{path} is larger than {max_bytes >> 20} MiB")
         chunks = []

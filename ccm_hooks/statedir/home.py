@@ -12,21 +12,10 @@ import os
 import stat
 
 from ccm_hooks.errors import CcmError
+from ccm_hooks.paths import file_kind
 
 # The directories ccm itself creates: a non-directory at one of these names breaks every command.
 SUBDIRS = ("events", "status", "locks", "log")
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "a regular file"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a directory"
 
 
 def _where(root: str) -> str:
@@ -55,7 +44,7 @@ def usable(root: str, *, write: bool = False) -> None:
     except OSError as exc:
         raise CcmError(f"cannot use {where}: {exc.strerror}; {fix}") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise CcmError(f"{where} is {_kind(st.st_mode)}, not a directory; {fix}")
+        raise CcmError(f"{where} is {file_kind(st.st_mode)}, not a directory; {fix}")
     if st.st_uid != os.geteuid():
         raise CcmError(
             f"{where} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}); ccm does not act on a "
@@ -75,7 +64,7 @@ def usable(root: str, *, write: bool = False) -> None:
             raise CcmError(f"cannot use {path}: {exc.strerror}; {fix}") from None
         if not stat.S_ISDIR(sub_st.st_mode):
             raise CcmError(
-                f"{path} is {_kind(sub_st.st_mode)} where ccm keeps a directory; move it out of the way "
+                f"{path} is {file_kind(sub_st.st_mode)} where ccm keeps a directory; move it out of the way "
                 "(the next hook event recreates the directory)"
             )
         if not os.access(path, want, effective_ids=os.access in os.supports_effective_ids):
@@ -93,5 +82,5 @@ def _check_ancestor(root: str, where: str, fix: str) -> None:
         except OSError as exc:
             raise CcmError(f"cannot use {where}: {exc.strerror} at {parent}; {fix}") from None
         if not stat.S_ISDIR(st.st_mode):
-            raise CcmError(f"{where} is inside {parent}, which is {_kind(st.st_mode)}; {fix}")
+            raise CcmError(f"{where} is inside {parent}, which is {file_kind(st.st_mode)}; {fix}")
         return
