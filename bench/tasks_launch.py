@@ -12,6 +12,9 @@ every turn at once with "[DONE]".
    request of the task's session at the model server (the ``X-Claude-Code-Session-Id`` header names it),
    for an interactive task and a headless one; the baseline, in the same rounds, is a bare ``claude -p``
    from just before its start to its first request. Printed: medians and their ratios (aim: within 1.3x).
+   A third start, ``claude -p`` run directly with the argv and environment ccm-agentd gives a headless
+   agent (its hooks, stream-json, name, permission mode) but without ``task add`` or the daemon, tells
+   what ccm's hooks and flags cost claude from what the queue costs.
 2. Throughput: one task from ``task add`` to ``done``, alone, ``--rounds`` times (median); then ``--tasks``
    tasks added at once (``task add -``) at ``max_agents 4`` to the last ``done``. Printed: that wall time
    against 5 x the single task's median (aim: within 1.3x: 20 tasks are 5 waves of 4).
@@ -33,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ccm_hooks.statedir import tasks  # noqa: E402
+from ccm_hooks.statedir import agentcmd, tasks  # noqa: E402
 from ccm_hooks.statedir.timefmt import parse_ts  # noqa: E402
 from tests.claude_harness import claude_env, seed_claude_json, wait_for  # noqa: E402
 from tests.fakeapi import FakeAnthropic, text  # noqa: E402
@@ -80,6 +83,7 @@ class Bench:
         self.claude = _claude()
         agent_env = {k: v for k, v in claude_env(self.api, {"PATH": MINIMAL_PATH}, home=self.home).items()
                      if k != "CCM_HOME"}  # fmt: skip
+        self.agent_env = agent_env
         lines = ["[agentd]", "notify_desktop = false", "[tasks]", f"tmux_socket = {json.dumps(self.socket)}",
                  f"claude = {json.dumps(self.claude)}", f"max_agents = {max_agents}",
                  f"max_agents_per_project = {max_agents}", "close_after_s = 0", "max_pending = 1000",
@@ -123,6 +127,21 @@ class Bench:
         proc.wait(60)
         return latency
 
+    def direct(self) -> float:
+        """``claude -p`` with a headless agent's argv and environment, started here (the shim must exist:
+        a ``task add`` writes it)."""
+        sid = _uuid()
+        argv = agentcmd.claude_argv(self.claude, "say hi", session_id=sid, name="say hi",
+                                    permission_mode="bypassPermissions", headless=True)  # fmt: skip
+        env = {**self.env, **agentcmd.agent_env(str(self.ccm_home), task_id=None, max_turns=0,
+                                                done_marker=None, extra=self.agent_env)}  # fmt: skip
+        t0 = time.time()
+        proc = subprocess.Popen(argv, cwd=self.project, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        latency = _first_request(self.api, sid) - t0
+        proc.wait(60)
+        return latency
+
     def close(self) -> None:
         self.daemon.terminate()
         self.daemon.wait(30)
@@ -140,11 +159,14 @@ def latency(rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="ccm-bench-", ignore_cleanup_errors=True) as tmp:
         b = Bench(Path(tmp), max_agents=4)
         try:
-            bare, interactive, headless = [], [], []
-            parts: dict[str, list[float]] = {"cli": [], "daemon": [], "claude": []}
+            bare, interactive, headless, direct = [], [], [], []
+            parts: dict[str, dict[str, list[float]]] = {
+                kind: {"cli": [], "daemon": [], "claude": []} for kind in ("interactive", "headless")
+            }
             for _ in range(rounds):
                 bare.append(b.bare())
-                for sink, args in ((interactive, ()), (headless, ("--headless",))):
+                kinds = (("interactive", interactive, ()), ("headless", headless, ("--headless",)))
+                for kind, sink, args in kinds:
                     t0 = time.time()
                     [task_id] = b.add(*args, "say hi")
                     first = _first_request(b.api, b.session_of(task_id))
@@ -154,21 +176,25 @@ def latency(rounds: int) -> None:
                     created = parse_ts(log[0]["ts"]) or t0
                     launched = next(parse_ts(r["ts"]) or created for r in log
                                     if (r.get("attempt") or {}).get("launched_at"))  # fmt: skip
-                    parts["cli"].append(created - t0)
-                    parts["daemon"].append(launched - created)
-                    parts["claude"].append(first - launched)
+                    parts[kind]["cli"].append(created - t0)
+                    parts[kind]["daemon"].append(launched - created)
+                    parts[kind]["claude"].append(first - launched)
+                direct.append(b.direct())
         finally:
             b.close()
     base = statistics.median(bare)
     print(f"task add -> first model request, median of {rounds} (seconds):")
     print(f"  bare claude -p           {base:.3f}")
+    med = statistics.median(direct)
+    print(f"  claude -p as ccm runs it {med:.3f}  ({med / base:.2f}x: ccm's hooks and flags, no queue)")
     for name, values in (("interactive task", interactive), ("headless task", headless)):
         med = statistics.median(values)
         print(f"  {name:<24} {med:.3f}  ({med / base:.2f}x; slowest {max(values):.3f})")
-    print("  where it goes (medians over both kinds): "
-          + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in parts.items())
-          + "  (cli: task add until the task is written; daemon: until the agent starts; claude: until its"
-          " first request, its SessionStart and UserPromptSubmit hooks included)")  # fmt: skip
+    print("  where it goes (medians; cli: task add until the task is written; daemon: until the agent is"
+          " started and recorded; claude: until its first request, its SessionStart and UserPromptSubmit"
+          " hooks included):")  # fmt: skip
+    for kind, split in parts.items():
+        print(f"    {kind:<12} " + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in split.items()))
 
 
 def throughput(rounds: int, count: int) -> None:
