@@ -118,6 +118,11 @@ def ccm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CCM_HOOKS, *args], capture_output=True, text=True, timeout=60)
 
 
+def agentd_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``ccm-agentd ARGS`` (e.g. ``status``) as a user runs it, beside the daemon the test started."""
+    return subprocess.run([str(BIN / "ccm-agentd"), *args], capture_output=True, text=True, timeout=30)
+
+
 def session_of(home: Path) -> str:
     return wait_for(lambda: [p.stem for p in (home / "status").glob("*.json")], what="a session")[0]
 

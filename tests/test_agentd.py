@@ -17,6 +17,7 @@ import pytest
 from tests.agentdrun import (
     BIN,
     Agentd,
+    agentd_cli,
     ccm,
     deliveries,
     idle_session,
@@ -64,7 +65,7 @@ def test_a_queued_prompt_reaches_an_idle_session_exactly_once(
     events = [r["event"] for r in read_log(ccm_home, sid)]
     typing = events.index("ccm.delivery")
     assert events[typing + 1 :].count("UserPromptSubmit") == 1
-    status = subprocess.run([str(BIN / "ccm-agentd"), "status"], capture_output=True, text=True, timeout=30)
+    status = agentd_cli("status")
     assert status.returncode == 0 and "ccm-agentd running" in status.stdout
     assert agentd.kill(signal.SIGTERM) == 0
     assert json.loads((ccm_home / "agentd" / "health.json").read_text())["state"] == "stopped"
@@ -201,5 +202,5 @@ def test_one_daemon_per_state_dir_and_sd_notify(ccm_home: Path, tmp_path: Path, 
         seen.append(message.split("\n")[0])
     assert "RELOADING=1" in seen and seen.index("RELOADING=1") < len(seen) - 1 - seen[::-1].index("READY=1")
     sock.close()
-    status = subprocess.run([str(BIN / "ccm-agentd"), "status"], capture_output=True, text=True, timeout=30)
+    status = agentd_cli("status")
     assert status.returncode == 1 and "not running" in status.stderr

@@ -21,7 +21,7 @@ from ccm_agentd import daemon, sessions
 from ccm_hooks import paths, record, store
 from ccm_hooks.statedir import agentd_settings
 from ccm_hooks.statedir.fswatch import Changes
-from tests.agentdrun import BIN, Agentd, configure
+from tests.agentdrun import Agentd, agentd_cli, configure
 from tests.claude_harness import wait_for
 from tests.hookrun import payload
 
@@ -141,7 +141,7 @@ def test_liveness_zero_is_refused_not_a_busy_loop_and_status_says_so(ccm_home: P
     before = _cpu_seconds(agentd.proc.pid)
     time.sleep(2.0)
     assert _cpu_seconds(agentd.proc.pid) - before < 0.3  # not spinning
-    out = subprocess.run([str(BIN / "ccm-agentd"), "status"], capture_output=True, text=True, timeout=30)
+    out = agentd_cli("status")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("ccm-agentd running (pid ")

@@ -7,7 +7,6 @@ real claude 2.1.197 on the scripted model server.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import pytest
 from ccm_hooks import store
 from ccm_hooks.statedir.timefmt import parse_ts
 from tests.agentdrun import (
-    BIN,
     Agentd,
+    agentd_cli,
     ccm,
     configure,
     deliveries,
@@ -51,6 +50,11 @@ NO_RETRIES = {"CLAUDE_CODE_MAX_RETRIES": "0"}
 # --- usage limits ---------------------------------------------------------------------------------------
 
 
+def _resumes(api: FakeAnthropic) -> list[RecordedRequest]:
+    """The model requests that carry the configured resume prompt ("go on please")."""
+    return [r for r in api.main_requests() if r.last_user_text.endswith("go on please")]
+
+
 @pytest.mark.parametrize("given", ["reset time in the message", "no reset time"])
 def test_a_usage_limit_is_resumed_exactly_once_after_the_reset(
     claude_bin: str, fake_api: FakeAnthropic, project_dir: Path, ccm_home: Path,
@@ -82,10 +86,9 @@ def test_a_usage_limit_is_resumed_exactly_once_after_the_reset(
     assert limited["reason"].startswith("usage limit: rate_limit")
 
     # The failed turn left no reply, so Claude sends the prompt it could not answer with the resume.
-    def resumes() -> list[RecordedRequest]:
-        return [r for r in fake_api.main_requests() if r.last_user_text.endswith("go on please")]
-
-    (resumed,) = wait_for(resumes, timeout=30, what="the resume at the model", diagnostics=agentd.log)
+    (resumed,) = wait_for(
+        lambda: _resumes(fake_api), timeout=30, what="the resume at the model", diagnostics=agentd.log
+    )
     assert [line for line in resumed.last_user_text.splitlines() if line] == ["start the job", "go on please"]
     assert resume_at <= resumed.time <= resume_at + 1.0 + 3.0  # after the reset, within the jitter + typing
     wait_state(ccm_home, sid, "idle")
@@ -95,14 +98,8 @@ def test_a_usage_limit_is_resumed_exactly_once_after_the_reset(
     ]
     wait_for(lambda: notified_kinds(notified) == ["rate_limited", "finished"], what="two notifications")
     time.sleep(2.0)  # many daemon passes later: no second resume, no repeated notification
-    assert len(resumes()) == 1 and len(fake_api.main_requests()) == 2
+    assert len(_resumes(fake_api)) == 1 and len(fake_api.main_requests()) == 2
     assert notified_kinds(notified) == ["rate_limited", "finished"]
-
-
-def _agentd_status() -> str:
-    out = subprocess.run([str(BIN / "ccm-agentd"), "status"], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 HINT_WORDS = "Resend your message to try again"
@@ -124,9 +121,6 @@ def test_without_colours_a_resume_goes_into_the_hint_never_into_a_draft_of_its_w
     limit = api_error(429, "rate_limit_error", "Rate limited.")
     fake_api.responder = Script([limit, limit, [text("Resumed.")]])
 
-    def resumes() -> list[RecordedRequest]:
-        return [r for r in fake_api.main_requests() if r.last_user_text.endswith("go on please")]
-
     # A person's draft of the hint's words, the cursor moved to its start, when the resume falls due.
     submit(pane, "start the job")
     sid = session_of(ccm_home)
@@ -139,8 +133,10 @@ def test_without_colours_a_resume_goes_into_the_hint_never_into_a_draft_of_its_w
     wait_for(lambda: "End moved the cursor" in agentd.log(), timeout=30, what="the End probe's verdict")
     assert time.time() >= due
     time.sleep(2.0)
-    assert not resumes() and deliveries(ccm_home, sid) == []
-    assert "the input box holds text" in _agentd_status()  # why the due resume is not typed
+    assert not _resumes(fake_api) and deliveries(ccm_home, sid) == []
+    status = agentd_cli("status")
+    assert status.returncode == 0, status.stderr
+    assert "the input box holds text" in status.stdout  # why the due resume is not typed
     # The draft as it was, the cursor at its end (plain text alone would read the words as the hint).
     box = [line for line in capture(pane).splitlines() if line.startswith("❯")][-1]
     assert box[1:].strip("\u00a0 ") == HINT_WORDS
@@ -149,7 +145,12 @@ def test_without_colours_a_resume_goes_into_the_hint_never_into_a_draft_of_its_w
     # The person clears the box: the due resume is typed into it once. Its turn hits the limit again, and
     # now the box holds only Claude Code's hint (2.1.328; 2.1.197 leaves it empty): typed into once more.
     send_keys(pane, "C-u")
-    wait_for(lambda: len(resumes()) == 2, timeout=30, what="two resumes at the model", diagnostics=agentd.log)
+    wait_for(
+        lambda: len(_resumes(fake_api)) == 2,
+        timeout=30,
+        what="two resumes at the model",
+        diagnostics=agentd.log,
+    )
     wait_state(ccm_home, sid, "idle")
     assert [(d["kind"], d["outcome"]) for d in deliveries(ccm_home, sid)] == [
         ("resume", "typing"),
@@ -158,7 +159,7 @@ def test_without_colours_a_resume_goes_into_the_hint_never_into_a_draft_of_its_w
     if claude_version == "2.1.328":
         assert "shows Claude Code's hint without colours" in agentd.log()
     time.sleep(1.0)
-    assert len(resumes()) == 2 and read_status(ccm_home, sid)["state"] == "idle"
+    assert len(_resumes(fake_api)) == 2 and read_status(ccm_home, sid)["state"] == "idle"
 
 
 # --- a daemon killed at each step of a delivery ----------------------------------------------------------
